@@ -1,0 +1,92 @@
+"""``create_app(settings)``: wiring only. Every resource lives in its own cleanup context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import appkeys
+from .clients import ClientRegistry, JwksCache, load_registry
+from .keyring import Keyring
+from .observability import REQUEST_ID, Metrics, healthz, observe, readiness_handler
+from .settings import Settings
+from .store import Store, build_store
+from .upstream import Upstream
+
+
+def load_keyring(settings: Settings, registry: ClientRegistry) -> Keyring:
+    """The keys from ``JARGATE_KEYS_FILE``, or throw-away keys covering what clients need."""
+    if settings.keys_file is not None:
+        return Keyring.load(settings.keys_file)
+    wanted = [settings.jarm_default_alg]
+    for client in registry:
+        for alg in (
+            client.meta.authorization_signed_response_alg,
+            client.meta.request_object_encryption_alg,
+        ):
+            if alg is not None:
+                wanted.append(alg)
+    return Keyring.throwaway(wanted)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: ClientRegistry | None = None,
+    keyring: Keyring | None = None,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+) -> web.Application:
+    """Build the gateway. Anything not given is loaded from ``settings``."""
+    registry = load_registry(settings) if registry is None else registry
+    keyring = load_keyring(settings, registry) if keyring is None else keyring
+    metrics = Metrics() if metrics is None else metrics
+
+    app = web.Application(
+        middlewares=[observe(metrics, settings.trusted_proxies)],
+        handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024},
+    )
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.REGISTRY] = registry
+    app[appkeys.KEYRING] = keyring
+    app[appkeys.METRICS] = metrics
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[appkeys.STORE] = (
+            build_store(settings.redis_url.get_secret_value() if settings.redis_url else None)
+            if store is None
+            else store
+        )
+        yield
+        await app[appkeys.STORE].close()
+
+    async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with Upstream.create_session(settings) as session:
+            app[appkeys.UPSTREAM] = Upstream(session, settings)
+            yield
+
+    async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+        ) as session:
+            app[appkeys.OUTBOUND] = session
+            app[appkeys.JWKS_CACHE] = JwksCache(session)
+            yield
+
+    app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx])
+
+    async def ping_store() -> None:
+        await app[appkeys.STORE].ping()
+
+    async def upstream_reachable() -> bool:
+        return await app[appkeys.UPSTREAM].reachable()
+
+    async def pass_through(request: web.Request) -> web.StreamResponse:
+        return await app[appkeys.UPSTREAM].pass_through(request, REQUEST_ID.get())
+
+    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/readyz", readiness_handler(ping_store, upstream_reachable))
+    app.router.add_route("*", "/{tail:.*}", pass_through)
+    return app

@@ -1,0 +1,23 @@
+"""Every typed ``web.AppKey`` of the gateway, and nothing else."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from .clients import ClientRegistry, JwksCache
+from .keyring import Keyring
+from .observability import Metrics
+from .settings import Settings
+from .store import Store
+from .upstream import Upstream
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", ClientRegistry)
+KEYRING = web.AppKey("keyring", Keyring)
+METRICS = web.AppKey("metrics", Metrics)
+STORE: web.AppKey[Store] = web.AppKey("store")
+UPSTREAM = web.AppKey("upstream", Upstream)
+#: Outbound HTTP for client jwks_uri and request_uri fetches (never the upstream pool).
+OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
+JWKS_CACHE = web.AppKey("jwks_cache", JwksCache)

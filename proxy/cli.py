@@ -1,0 +1,234 @@
+"""The ``jargate`` command: serve, check, keys, request-object, demo (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app, load_keyring
+from .clients import ClientRegistry, RegistryError, load_registry
+from .errors import StoreUnavailable
+from .keyring import Keyring, KeyringError, generate_private_jwks, public_jwks_of
+from .observability import Metrics, metrics_app, setup_logging
+from .settings import Settings, SettingsError, load_settings
+from .store import build_store
+from .upstream import Upstream
+
+log = logging.getLogger("jargate")
+
+
+class CommandError(Exception):
+    """A command cannot go on; the message is printed as ``jargate: <message>``."""
+
+
+def _load(env_file: str | None) -> tuple[Settings, ClientRegistry, Keyring]:
+    try:
+        settings = load_settings(env_file)
+        registry = load_registry(settings)
+        keyring = load_keyring(settings, registry)
+    except (SettingsError, RegistryError, KeyringError) as exc:
+        raise CommandError(str(exc)) from None
+    _check_keys_cover_clients(settings, registry, keyring)
+    return settings, registry, keyring
+
+
+def _check_keys_cover_clients(
+    settings: Settings, registry: ClientRegistry, keyring: Keyring
+) -> None:
+    """Every signing alg the clients need has a key, and so does every decryption alg."""
+    needed = {settings.jarm_default_alg: "JARGATE_JARM_DEFAULT_ALG"}
+    for client in registry:
+        alg = client.meta.authorization_signed_response_alg
+        if alg is not None:
+            needed.setdefault(alg, f"client {client.client_id!r} authorization_signed_response_alg")
+    for alg, who in needed.items():
+        if keyring.signing_key(alg) is None:
+            raise CommandError(f"{who} is {alg}, but the gateway has no {alg} signing key")
+    for client in registry:
+        alg = client.meta.request_object_encryption_alg
+        if alg is not None and alg not in keyring.decryption_algs:
+            raise CommandError(
+                f"client {client.client_id!r} request_object_encryption_alg is {alg}, "
+                f"but the gateway has no {alg} decryption key"
+            )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings, registry, keyring = _load(args.env_file)
+    setup_logging(settings.log_level, settings.log_format)
+    if keyring.ephemeral:
+        log.warning(
+            "JARGATE_KEYS_FILE is not set: using throw-away keys; "
+            "JARM responses will not verify after a restart"
+        )
+    if settings.redis_url is None:
+        log.warning("JARGATE_REDIS_URL is not set: in-memory store, one replica only")
+    metrics = Metrics()
+    app = create_app(settings, registry=registry, keyring=keyring, metrics=metrics)
+    asyncio.run(_serve(app, settings, metrics))
+    return 0
+
+
+async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    await runner.setup()
+    runners = [runner]
+    try:
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=settings.workers > 1 or None
+        )
+        await site.start()
+        log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+        if settings.metrics_port:
+            metrics_runner = web.AppRunner(metrics_app(metrics), access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(metrics_runner, settings.host, settings.metrics_port).start()
+        await stop.wait()
+        log.info(
+            "draining in-flight requests",
+            extra={"bound_seconds": settings.shutdown_timeout_seconds},
+        )
+    finally:
+        for each in reversed(runners):
+            await each.cleanup()
+        log.info("stopped")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings, registry, keyring = _load(args.env_file)
+    print(f"jargate {__version__}: configuration is valid")
+    print(f"  issuer:    {settings.issuer}")
+    print(f"  upstream:  {settings.upstream_url}")
+    print(f"  store:     {settings.redis_url_for_display()}")
+    print(f"  mode:      {settings.enforcement}")
+    print(f"  clients:   {len(registry)}")
+    for client in registry:
+        meta = client.meta
+        keys = "jwks" if meta.jwks is not None else ("jwks_uri" if meta.jwks_uri else "no keys")
+        flags = [
+            name
+            for name in ("require_signed_request_object", "require_pushed_authorization_requests")
+            if getattr(meta, name)
+        ]
+        print(
+            f"    - {meta.client_id}: {keys}; {len(meta.redirect_uris)} redirect URI(s)"
+            + (f"; {', '.join(flags)}" if flags else "")
+        )
+    kind = "throw-away (JARGATE_KEYS_FILE unset)" if keyring.ephemeral else "from JARGATE_KEYS_FILE"
+    print(f"  keys:      {len(keyring.keys)} {kind}")
+    for key in keyring.keys:
+        print(f"    - kid={key.kid} alg={key.alg} use={key.use}")
+    if args.offline:
+        return 0
+    problems = asyncio.run(_probe(settings))
+    for problem in problems:
+        print(f"jargate: {problem}", file=sys.stderr)
+    if not problems:
+        print("  reachable: store and upstream answer")
+    return 1 if problems else 0
+
+
+async def _probe(settings: Settings) -> list[str]:
+    problems = []
+    store = build_store(settings.redis_url.get_secret_value() if settings.redis_url else None)
+    try:
+        await store.ping()
+    except StoreUnavailable:
+        problems.append(f"store {settings.redis_url_for_display()} does not answer")
+    finally:
+        await store.close()
+    async with Upstream.create_session(settings) as session:
+        if not await Upstream(session, settings).reachable():
+            problems.append(f"upstream {settings.upstream_url} does not answer")
+    return problems
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    try:
+        document = generate_private_jwks(args.alg, args.use, args.kid)
+    except KeyringError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def cmd_keys_public(args: argparse.Namespace) -> int:
+    try:
+        document: Any = json.loads(Path(args.file).read_text())
+        print(json.dumps(public_jwks_of(document), indent=2))
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CommandError(f"{args.file}: not JSON ({exc})") from None
+    except KeyringError as exc:
+        raise CommandError(f"{args.file}: {exc}") from None
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print(
+        "jargate demo: the end-to-end JAR + JARM demo arrives with the JARM work "
+        "(issue 4); nothing to show yet."
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="jargate",
+        description="JAR, PAR and JARM in front of a legacy OAuth 2.0 / OpenID Connect server.",
+    )
+    parser.add_argument("--version", action="version", version=f"jargate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--env-file", help="read settings from this .env file too")
+    serve.set_defaults(run=cmd_serve)
+
+    check = commands.add_parser("check", help="validate settings, clients and keys")
+    check.add_argument("--env-file", help="read settings from this .env file too")
+    check.add_argument(
+        "--offline", action="store_true", help="do not contact the store or the upstream"
+    )
+    check.set_defaults(run=cmd_check)
+
+    keys = commands.add_parser("keys", help="generate keys, or print a key set's public half")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = key_commands.add_parser("generate", help="print a private JWKS with one new key")
+    generate.add_argument("--alg", required=True, help="ES256, PS256, RSA-OAEP-256, ...")
+    generate.add_argument("--use", choices=["sig", "enc"], help="defaults to the alg's use")
+    generate.add_argument("--kid", help="defaults to the RFC 7638 thumbprint")
+    generate.set_defaults(run=cmd_keys_generate)
+    public = key_commands.add_parser("public", help="print the public half of a private JWKS")
+    public.add_argument("file")
+    public.set_defaults(run=cmd_keys_public)
+
+    demo = commands.add_parser("demo", help="run the bundled end-to-end demo")
+    demo.add_argument("--serve", action="store_true", help="keep the demo servers running")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jargate`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"jargate: {exc}", file=sys.stderr)
+        return 2

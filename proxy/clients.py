@@ -1,0 +1,443 @@
+"""The client registry, and each client's verification keys.
+
+The registry is a YAML or JSON document ``{"clients": [...]}`` (``JARGATE_CLIENTS_FILE``)
+or the same JSON inline (``JARGATE_CLIENTS``). Each client uses the registered
+metadata names of RFC 7591, OpenID Connect Registration, RFC 9101, RFC 9126 and JARM.
+Unknown fields and contradictions are refused at start, naming the client and field.
+
+A client's keys are either inline (``jwks``, imported once) or fetched from its
+``jwks_uri`` by :class:`JwksCache`: cached as ``Cache-Control`` allows (within
+bounds), refetched on an unknown ``kid`` at most once a minute (OIDC Core §10.1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import yaml
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet, OctKey, import_key
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from .settings import SIGNING_ALGS, Settings, is_loopback_host
+
+log = logging.getLogger("jargate.clients")
+
+AuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+
+
+class RegistryError(Exception):
+    """The client registry is unusable; the message names the client and field."""
+
+
+def _signing_alg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value == "none" or value.upper().startswith("HS"):
+        raise ValueError(
+            f"{value!r} is not allowed: symmetric and 'none' algorithms are refused (RFC 8725 §3.1)"
+        )
+    if value not in SIGNING_ALGS:
+        raise ValueError(f"unsupported algorithm {value!r} (allowed: {', '.join(SIGNING_ALGS)})")
+    return value
+
+
+def _absolute_uri(value: str) -> str:
+    parts = urlsplit(value)
+    if not parts.scheme or (parts.scheme in ("http", "https") and not parts.netloc):
+        raise ValueError(f"{value!r} is not an absolute URI")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError(f"{value!r} must not contain a fragment (RFC 6749 §3.1.2)")
+    return value
+
+
+class Client(BaseModel):
+    """One registered client, in registration-metadata names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=255)
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    request_object_signing_alg: str | None = None
+    request_object_encryption_alg: str | None = None
+    request_object_encryption_enc: str | None = None
+    require_signed_request_object: bool = False
+    require_pushed_authorization_requests: bool = False
+    request_uris: tuple[str, ...] = ()
+    authorization_signed_response_alg: str | None = None
+    authorization_encrypted_response_alg: str | None = None
+    authorization_encrypted_response_enc: str | None = None
+    token_endpoint_auth_method: AuthMethod | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_enc(cls, data: Any) -> Any:
+        # OpenID Connect Registration §2: *_enc defaults to A128CBC-HS256 when *_alg is set.
+        if isinstance(data, dict):
+            data = dict(data)
+            for prefix in ("request_object_encryption", "authorization_encrypted_response"):
+                if data.get(f"{prefix}_alg") is not None and data.get(f"{prefix}_enc") is None:
+                    data[f"{prefix}_enc"] = DEFAULT_ENC
+        return data
+
+    @field_validator("request_object_signing_alg", "authorization_signed_response_alg")
+    @classmethod
+    def _check_signing_alg(cls, value: str | None) -> str | None:
+        return _signing_alg(value)
+
+    @field_validator("request_object_encryption_alg", "authorization_encrypted_response_alg")
+    @classmethod
+    def _check_encryption_alg(cls, value: str | None) -> str | None:
+        if value is not None and value not in ENCRYPTION_ALGS:
+            raise ValueError(
+                f"unsupported algorithm {value!r} (allowed: {', '.join(ENCRYPTION_ALGS)}; "
+                "RSA1_5, PBES2, dir and symmetric key wrapping are refused)"
+            )
+        return value
+
+    @field_validator("request_object_encryption_enc", "authorization_encrypted_response_enc")
+    @classmethod
+    def _check_encryption_enc(cls, value: str | None) -> str | None:
+        if value is not None and value not in ENCRYPTION_ENCS:
+            raise ValueError(
+                f"unsupported encryption {value!r} (allowed: {', '.join(ENCRYPTION_ENCS)})"
+            )
+        return value
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _check_redirect_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_absolute_uri(uri) for uri in value)
+
+    @field_validator("request_uris")
+    @classmethod
+    def _check_request_uris(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        allow_http = bool((info.context or {}).get("allow_http"))
+        for uri in value:
+            parts = urlsplit(uri)
+            if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
+                raise ValueError(
+                    f"{uri!r}: request_uri prefixes must be https (RFC 9101 §5.2)"
+                    + ("" if allow_http else "; http needs JARGATE_REQUEST_URI_ALLOW_HTTP")
+                )
+            if not parts.netloc:
+                raise ValueError(f"{uri!r} is not an absolute URL")
+        return value
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _check_jwks_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+        if parts.scheme != "https" and not loopback:
+            raise ValueError(f"{value!r} must be an https URL (http only for loopback)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Client:
+        if self.jwks is not None and self.jwks_uri is not None:
+            raise ValueError("jwks and jwks_uri are both set; register one of them")
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("client_secret and client_secret_file are both set")
+        if self.request_object_encryption_enc and not self.request_object_encryption_alg:
+            raise ValueError("request_object_encryption_enc needs request_object_encryption_alg")
+        if (
+            self.authorization_encrypted_response_enc
+            and not self.authorization_encrypted_response_alg
+        ):
+            raise ValueError(
+                "authorization_encrypted_response_enc needs authorization_encrypted_response_alg"
+            )
+        has_keys = self.jwks is not None or self.jwks_uri is not None
+        has_secret = self.client_secret is not None or self.client_secret_file is not None
+        needs_keys = {
+            "require_signed_request_object": self.require_signed_request_object,
+            "request_object_signing_alg": self.request_object_signing_alg is not None,
+            "authorization_encrypted_response_alg": (
+                self.authorization_encrypted_response_alg is not None
+            ),
+            "token_endpoint_auth_method: private_key_jwt": (
+                self.token_endpoint_auth_method == "private_key_jwt"  # noqa: S105 - a method name
+            ),
+        }
+        for name, needed in needs_keys.items():
+            if needed and not has_keys:
+                raise ValueError(f"{name} needs the client's keys: register jwks or jwks_uri")
+        method = self.token_endpoint_auth_method
+        if method in ("client_secret_basic", "client_secret_post") and not has_secret:
+            raise ValueError(f"token_endpoint_auth_method {method} needs client_secret(_file)")
+        if method == "none" and has_secret:
+            raise ValueError("a public client (token_endpoint_auth_method none) has no secret")
+        return self
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        """How the client authenticates at the PAR endpoint (RFC 7591 §2 names the field).
+
+        When the registry names none: ``private_key_jwt`` for clients with keys, else
+        ``client_secret_basic`` for clients with a secret, else none possible.
+        """
+        if self.token_endpoint_auth_method is not None:
+            return self.token_endpoint_auth_method
+        if self.jwks is not None or self.jwks_uri is not None:
+            return "private_key_jwt"
+        if self.client_secret is not None or self.client_secret_file is not None:
+            return "client_secret_basic"
+        return None
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    """A client with its keys imported and its secret read."""
+
+    meta: Client
+    keys: KeySet | None
+    secret: SecretStr | None
+
+    @property
+    def client_id(self) -> str:
+        """The client's identifier."""
+        return self.meta.client_id
+
+
+def import_client_jwks(document: Any, where: str) -> KeySet:
+    """Import a client's public JWKS; private or symmetric keys are refused."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise RegistryError(f'{where}: expected a JWKS {{"keys": [...]}}')
+    keys: list[Key] = []
+    for index, item in enumerate(document["keys"]):
+        if not isinstance(item, dict):
+            raise RegistryError(f"{where}: key #{index} is not a JSON object")
+        if "d" in item or item.get("kty") == "oct":
+            raise RegistryError(
+                f"{where}: key #{index} is private or symmetric; register public keys only"
+            )
+        try:
+            key = import_key(item)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise RegistryError(f"{where}: key #{index} is not a valid JWK ({exc})") from None
+        if isinstance(key, OctKey):  # pragma: no cover - refused above by kty
+            raise RegistryError(f"{where}: key #{index} is symmetric")
+        keys.append(key)
+    return KeySet(keys)
+
+
+class ClientRegistry:
+    """Clients by ``client_id``; built once at start."""
+
+    def __init__(self, clients: list[RegisteredClient]) -> None:
+        self._clients = {c.client_id: c for c in clients}
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Any:
+        return iter(self._clients.values())
+
+    def get(self, client_id: str) -> RegisteredClient | None:
+        """The registered client, or None for a client the gateway does not know."""
+        return self._clients.get(client_id)
+
+
+def _describe(exc: ValidationError, client_id: str) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        problems.append(f"{loc}: {message}" if loc else message)
+    return f"client {client_id!r}: " + "; ".join(problems)
+
+
+def _read_document(settings: Settings) -> tuple[Any, str]:
+    if settings.clients_file is not None:
+        path = settings.clients_file
+        source = f"JARGATE_CLIENTS_FILE {path}"
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise RegistryError(f"{source}: {exc.strerror}") from None
+        try:
+            if path.suffix == ".json":
+                return json.loads(text), source
+            return yaml.safe_load(text), source
+        except (ValueError, yaml.YAMLError) as exc:
+            raise RegistryError(f"{source}: cannot parse ({exc})") from None
+    if settings.clients is not None:
+        try:
+            return json.loads(settings.clients), "JARGATE_CLIENTS"
+        except ValueError as exc:
+            raise RegistryError(f"JARGATE_CLIENTS: not JSON ({exc})") from None
+    return {"clients": []}, "no registry"
+
+
+def load_registry(settings: Settings) -> ClientRegistry:
+    """Load and validate the registry the settings name (empty when none is set)."""
+    document, source = _read_document(settings)
+    if not isinstance(document, dict) or set(document) != {"clients"}:
+        raise RegistryError(f'{source}: expected a document {{"clients": [...]}} and nothing else')
+    items = document["clients"]
+    if not isinstance(items, list):
+        raise RegistryError(f"{source}: 'clients' must be a list")
+    context = {"allow_http": settings.request_uri_allow_http}
+    clients: list[RegisteredClient] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        client_id = item.get("client_id") if isinstance(item, dict) else None
+        label = client_id if isinstance(client_id, str) else f"#{index}"
+        try:
+            meta = Client.model_validate(item, context=context)
+        except ValidationError as exc:
+            raise RegistryError(f"{source}: {_describe(exc, label)}") from None
+        if meta.client_id in seen:
+            raise RegistryError(f"{source}: client {meta.client_id!r} is registered twice")
+        seen.add(meta.client_id)
+        where = f"{source}: client {meta.client_id!r}: jwks"
+        keys = import_client_jwks(meta.jwks, where) if meta.jwks is not None else None
+        pinned = meta.request_object_signing_alg
+        if keys is not None and pinned and not any(alg_fits_key(pinned, k) for k in keys):
+            raise RegistryError(
+                f"{source}: client {meta.client_id!r}: request_object_signing_alg {pinned} "
+                "fits none of the keys in its jwks"
+            )
+        clients.append(RegisteredClient(meta=meta, keys=keys, secret=_read_secret(meta, source)))
+    return ClientRegistry(clients)
+
+
+def _read_secret(meta: Client, source: str) -> SecretStr | None:
+    if meta.client_secret_file is None:
+        return meta.client_secret
+    try:
+        text = meta.client_secret_file.read_text().strip()
+    except OSError as exc:
+        raise RegistryError(
+            f"{source}: client {meta.client_id!r}: client_secret_file: {exc.strerror}"
+        ) from None
+    if not text:
+        raise RegistryError(f"{source}: client {meta.client_id!r}: client_secret_file is empty")
+    return SecretStr(text)
+
+
+class ClientKeysUnavailable(Exception):
+    """A client's ``jwks_uri`` could not be fetched and nothing usable is cached."""
+
+
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+@dataclass
+class _CachedJwks:
+    keys: KeySet
+    expires_at: float
+    fetched_at: float
+
+
+@dataclass
+class JwksCache:
+    """Fetches and caches the keys of clients that registered a ``jwks_uri``."""
+
+    session: aiohttp.ClientSession
+    min_ttl: float = 60.0
+    max_ttl: float = 86400.0
+    default_ttl: float = 300.0
+    refetch_interval: float = 60.0
+    max_bytes: int = 256 * 1024
+    timeout: float = 5.0
+    _entries: dict[str, _CachedJwks] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def keys_for(self, client: RegisteredClient, kid: str | None = None) -> KeySet:
+        """The client's verification keys; inline ones directly, ``jwks_uri`` ones cached.
+
+        An unknown ``kid`` triggers one refetch, at most once per ``refetch_interval``.
+        """
+        if client.keys is not None:
+            return client.keys
+        uri = client.meta.jwks_uri
+        if uri is None:
+            raise ClientKeysUnavailable(f"client {client.client_id!r} registered no keys")
+        now = time.monotonic()
+        entry = self._entries.get(client.client_id)
+        if entry is not None and entry.expires_at > now:
+            if kid is None or _has_kid(entry.keys, kid):
+                return entry.keys
+            if now - entry.fetched_at < self.refetch_interval:
+                return entry.keys
+        lock = self._locks.setdefault(client.client_id, asyncio.Lock())
+        async with lock:
+            fresh = self._entries.get(client.client_id)
+            if fresh is not None and fresh is not entry and fresh.expires_at > time.monotonic():
+                return fresh.keys
+            try:
+                keys, ttl = await self._fetch(uri, client.client_id)
+            except ClientKeysUnavailable:
+                if entry is not None:
+                    log.warning(
+                        "jwks_uri fetch failed; using the cached keys",
+                        extra={"client_id": client.client_id},
+                    )
+                    return entry.keys
+                raise
+            now = time.monotonic()
+            self._entries[client.client_id] = _CachedJwks(keys, now + ttl, now)
+            return keys
+
+    async def _fetch(self, uri: str, client_id: str) -> tuple[KeySet, float]:
+        try:
+            async with self.session.get(
+                uri,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"Accept": "application/jwk-set+json, application/json"},
+            ) as response:
+                if response.status != 200:
+                    raise ClientKeysUnavailable(f"jwks_uri answered HTTP {response.status}")
+                body = await response.content.read(self.max_bytes + 1)
+                if len(body) > self.max_bytes:
+                    raise ClientKeysUnavailable("jwks_uri document is too large")
+                cache_control = response.headers.get("Cache-Control", "")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ClientKeysUnavailable(f"jwks_uri unreachable ({type(exc).__name__})") from None
+        try:
+            keys = import_client_jwks(json.loads(body), f"client {client_id!r}: jwks_uri")
+        except (ValueError, RegistryError) as exc:
+            raise ClientKeysUnavailable(str(exc)) from None
+        return keys, self._ttl(cache_control)
+
+    def _ttl(self, cache_control: str) -> float:
+        lowered = cache_control.lower()
+        if "no-store" in lowered or "no-cache" in lowered:
+            return self.min_ttl
+        match = _MAX_AGE.search(lowered)
+        ttl = float(match.group(1)) if match else self.default_ttl
+        return min(max(ttl, self.min_ttl), self.max_ttl)
+
+
+def _has_kid(keys: KeySet, kid: str) -> bool:
+    return any(key.kid == kid for key in keys)

@@ -1,0 +1,159 @@
+"""The OAuth error model, and the gateway's own error page.
+
+Every refusal the gateway makes is one of these, each with the RFC's short code::
+
+    GatewayError                      error                     status
+    ├── InvalidRequest                invalid_request           400
+    ├── InvalidRequestObject          invalid_request_object    400
+    ├── InvalidRequestUri             invalid_request_uri       400
+    ├── RequestNotSupported           request_not_supported     400
+    ├── RequestUriNotSupported        request_uri_not_supported 400
+    ├── UnauthorizedClient            unauthorized_client       400
+    ├── InvalidClient                 invalid_client            401
+    ├── ServerError                   server_error              500
+    └── TemporarilyUnavailable        temporarily_unavailable   503
+        ├── StoreUnavailable                                    503
+        ├── UpstreamUnavailable                                 502
+        └── UpstreamTimeout                                     504
+
+One place, :func:`error_page`, turns an error into the gateway's own answer (JSON, or
+HTML for browsers). Where an error is delivered instead by redirect to the client is
+decided on the request path, which knows whether the redirect URI is trusted.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+from aiohttp import web
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway answers with; carries an OAuth error code."""
+
+    error: str = "server_error"
+    status: int = 400
+    description: str = ""
+
+    def __init__(self, description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+        super().__init__(f"{self.error}: {self.description}")
+
+
+class InvalidRequest(GatewayError):
+    """RFC 6749 §4.1.2.1: the request is missing, repeats or misuses a parameter."""
+
+    error = "invalid_request"
+
+
+class InvalidRequestObject(GatewayError):
+    """RFC 9101 §7: the request object is invalid (signature, claims, encryption)."""
+
+    error = "invalid_request_object"
+
+
+class InvalidRequestUri(GatewayError):
+    """RFC 9101 §7 / RFC 9126 §4: the request_uri cannot be used."""
+
+    error = "invalid_request_uri"
+
+
+class RequestNotSupported(GatewayError):
+    """RFC 9101 §7: the ``request`` parameter is not supported."""
+
+    error = "request_not_supported"
+
+
+class RequestUriNotSupported(GatewayError):
+    """RFC 9101 §7: the ``request_uri`` parameter is not supported (for this client)."""
+
+    error = "request_uri_not_supported"
+
+
+class UnauthorizedClient(GatewayError):
+    """RFC 6749 §4.1.2.1: the client may not use this method."""
+
+    error = "unauthorized_client"
+
+
+class InvalidClient(GatewayError):
+    """RFC 6749 §5.2: client authentication failed (PAR endpoint)."""
+
+    error = "invalid_client"
+    status = 401
+
+
+class ServerError(GatewayError):
+    """Something the gateway could not handle; never carries internal detail."""
+
+    error = "server_error"
+    status = 500
+    description = "the gateway could not process the request"
+
+
+class TemporarilyUnavailable(GatewayError):
+    """A dependency is down: the gateway fails closed rather than guess."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+
+class StoreUnavailable(TemporarilyUnavailable):
+    """The store (Redis) cannot be reached or answered with an error."""
+
+    description = "the gateway's store is unavailable"
+
+
+class UpstreamUnavailable(TemporarilyUnavailable):
+    """The upstream authorization server refused or reset the connection."""
+
+    status = 502
+    description = "the upstream authorization server is unreachable"
+
+
+class UpstreamTimeout(TemporarilyUnavailable):
+    """The upstream authorization server did not answer in time."""
+
+    status = 504
+    description = "the upstream authorization server did not answer in time"
+
+
+def wants_html(request: web.BaseRequest) -> bool:
+    """True when the client accepts ``text/html`` and not JSON (a browser)."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Authorization error</title>
+<meta name="robots" content="noindex"></head>
+<body><h1>Authorization error</h1><p><code>{error}</code></p><p>{description}</p></body></html>
+"""
+
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def error_page(request: web.BaseRequest, err: GatewayError) -> web.Response:
+    """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers."""
+    headers = dict(_NO_STORE)
+    if isinstance(err, InvalidClient) and request.headers.get("Authorization", "").startswith(
+        "Basic"
+    ):
+        headers["WWW-Authenticate"] = 'Basic realm="jargate", charset="UTF-8"'
+    if wants_html(request):
+        headers["Content-Security-Policy"] = "default-src 'none'"
+        body = _PAGE.format(error=html.escape(err.error), description=html.escape(err.description))
+        return web.Response(status=err.status, text=body, content_type="text/html", headers=headers)
+    payload = {"error": err.error, "error_description": err.description}
+    return web.Response(
+        status=err.status,
+        text=json.dumps(payload),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,238 @@
+"""Health, readiness, metrics and logging.
+
+- ``/healthz`` touches nothing; ``/readyz`` pings the store and the upstream.
+- Prometheus metrics live in a per-app registry and are served on their own port.
+- Logs are JSON lines (or text) with a request id. Nothing that carries a credential is
+  logged: never a query string, a request object, a code, a token or a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+from .errors import GatewayError, ServerError, StoreUnavailable, TemporarilyUnavailable, error_page
+from .settings import Network
+from .upstream import is_trusted
+
+log = logging.getLogger("jargate")
+access_log = logging.getLogger("jargate.access")
+
+#: The id of the request being handled, for every log line it causes.
+REQUEST_ID: ContextVar[str | None] = ContextVar("jargate_request_id", default=None)
+
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc_type"] = record.exc_info[0].__name__
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines with the same extras, for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD_ATTRS and not k.startswith("_")
+        )
+        request_id = REQUEST_ID.get()
+        prefix = f"[{request_id}] " if request_id else ""
+        line = f"{record.levelname.lower():7} {record.name}: {prefix}{record.getMessage()}"
+        if extras:
+            line += f"  {extras}"
+        if record.exc_info and record.exc_info[0] is not None:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str = "info", fmt: str = "json") -> None:
+    """Route every log record to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's own access log would print query strings (codes, tokens): ours does not.
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of their own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "jargate_http_requests",
+            "HTTP requests answered, by route kind, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "jargate_http_request_duration_seconds",
+            "Time to answer, by route kind",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "jargate_upstream_errors",
+            "Upstream failures, by kind (unreachable, timeout)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "jargate_store_errors",
+            "Store operations that failed (the request failed closed)",
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "jargate_authorization_decisions",
+            "Authorization-request decisions, by outcome, error and how the object came",
+            ["outcome", "error", "source"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_label(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    if canonical is None or "{" in canonical:
+        return "proxy"
+    return str(canonical)
+
+
+def observe(metrics: Metrics, trusted: tuple[Network, ...]) -> Any:
+    """Middleware: request id, one access-log line, metrics, and the error boundary."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id")
+        if incoming and is_trusted(request.remote, trusted) and _SAFE_REQUEST_ID.match(incoming):
+            request_id = incoming
+        else:
+            request_id = uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except GatewayError as err:
+                if isinstance(err, StoreUnavailable):
+                    metrics.store_errors.inc()
+                elif isinstance(err, TemporarilyUnavailable):
+                    metrics.upstream_errors.labels(
+                        "timeout" if err.status == 504 else "unreachable"
+                    ).inc()
+                response = error_page(request, err)
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("unhandled error")
+                response = error_page(request, ServerError())
+            status = response.status
+            if not response.prepared:
+                response.headers.setdefault("X-Request-Id", request_id)
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_label(request)
+            metrics.requests.labels(route, request.method, str(status)).inc()
+            metrics.latency.labels(route).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "remote": request.remote,
+                },
+            )
+            REQUEST_ID.reset(token)
+
+    return middleware
+
+
+def metrics_app(metrics: Metrics) -> web.Application:
+    """The app served on ``JARGATE_METRICS_PORT``: ``/metrics`` and nothing else."""
+
+    async def handle(request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Touches nothing else."""
+    return web.json_response({"status": "ok"})
+
+
+def readiness_handler(
+    ping_store: Callable[[], Awaitable[None]], upstream_reachable: Callable[[], Awaitable[bool]]
+) -> Handler:
+    """Readiness: the store answers a ping and the upstream answers HTTP."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = {"store": "ok", "upstream": "ok"}
+        try:
+            await ping_store()
+        except StoreUnavailable:
+            checks["store"] = "unavailable"
+        if not await upstream_reachable():
+            checks["upstream"] = "unavailable"
+        ready = all(value == "ok" for value in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", **checks},
+            status=200 if ready else 503,
+        )
+
+    return readyz

@@ -1,0 +1,256 @@
+"""The gateway's settings: every ``JARGATE_*`` variable of CONTRACT.md, typed and frozen.
+
+Settings are read once, before the event loop starts (:func:`load_settings`). A bad
+value, a missing required value or an unknown ``JARGATE_*`` variable stops the process
+with one message that names the variable and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "JARGATE_"
+
+#: Request-object and JARM signing algorithms the gateway supports (asymmetric only;
+#: ``none`` and ``HS*`` are never accepted, RFC 8725 §3.1).
+SIGNING_ALGS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+SigningAlg = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(Exception):
+    """A setting is missing, malformed or unknown; the message names the variable."""
+
+
+def _absolute_path(value: str, name: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{name} must be an absolute path starting with '/', got {value!r}")
+    if "?" in value or "#" in value:
+        raise ValueError(f"{name} must be a path without query or fragment")
+    return value
+
+
+class Settings(BaseSettings):
+    """The environment of CONTRACT.md. Built once at start; immutable afterwards."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    upstream_url: str = Field(description="base URL of the legacy authorization server")
+    issuer: str = Field(description="the public issuer URL clients see")
+    host: str = "0.0.0.0"  # noqa: S104 - a sidecar listens on the pod's interfaces
+    port: int = Field(default=8000, ge=1, le=65535)
+    authorization_path: str = "/authorize"
+    par_path: str = "/par"
+    jwks_path: str = "/.well-known/jargate/jwks.json"
+    upstream_jwks_path: str | None = None
+    clients_file: Path | None = None
+    clients: str | None = None
+    keys_file: Path | None = None
+    redis_url: SecretStr | None = None
+    enforcement: Literal["enforce", "report"] = "enforce"
+    clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    max_request_object_lifetime_seconds: int = Field(default=3600, ge=1, le=86400)
+    jarm_lifetime_seconds: int = Field(default=600, ge=1, le=86400)
+    jarm_default_alg: SigningAlg = "RS256"
+    require_par: bool = False
+    strict_assertion_audience: bool = False
+    workers: int = Field(default=1, ge=1, le=64)
+    flow_ttl_seconds: int = Field(default=1800, ge=10, le=86400)
+    par_ttl_seconds: int = Field(default=90, ge=5, le=3600)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
+    request_uri_allow_http: bool = False
+    request_uri_allow_private_networks: bool = False
+    # Beyond the contract: bounds an operator may need to tune.
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    upstream_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=25)
+
+    @field_validator("log_level", "enforcement", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        # RFC 8414 §2: an https URL with no query or fragment. http is tolerated for
+        # loopback so that the demo and the tests run without certificates.
+        parts = urlsplit(value)
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            raise ValueError(f"must be an absolute https URL, got {value!r}")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("must use https (http is allowed only for loopback hosts)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment (RFC 8414 §2)")
+        return value
+
+    @field_validator("authorization_path", "par_path", "jwks_path", "upstream_jwks_path")
+    @classmethod
+    def _path(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return None
+        return _absolute_path(value, f"{ENV_PREFIX}{info.field_name.upper()}")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            try:
+                return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+            except ValueError as exc:
+                raise ValueError(f"expected comma-separated CIDRs: {exc}") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        allowed = {
+            "redis",
+            "rediss",
+            "unix",
+            "redis+sentinel",
+            "rediss+sentinel",
+            "redis+cluster",
+            "rediss+cluster",
+        }
+        if scheme not in allowed:
+            raise ValueError(f"scheme must be one of {', '.join(sorted(allowed))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.clients_file is not None and self.clients is not None:
+            raise ValueError(
+                "JARGATE_CLIENTS_FILE and JARGATE_CLIENTS are both set; use one of them"
+            )
+        paths = {
+            "JARGATE_AUTHORIZATION_PATH": self.authorization_path,
+            "JARGATE_PAR_PATH": self.par_path,
+            "JARGATE_JWKS_PATH": self.jwks_path,
+        }
+        if len(set(paths.values())) != len(paths):
+            raise ValueError(f"these paths must differ: {paths}")
+        if self.metrics_port == self.port:
+            raise ValueError("JARGATE_METRICS_PORT must differ from JARGATE_PORT")
+        return self
+
+    def redis_url_for_display(self) -> str:
+        """The Redis URL with any password masked, for summaries and logs."""
+        if self.redis_url is None:
+            return "memory (in-process; one replica only)"
+        parts = urlsplit(self.redis_url.get_secret_value())
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=netloc).geturl()
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def known_variables() -> set[str]:
+    """Every ``JARGATE_*`` variable name the settings understand."""
+    return {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+
+def _unknown_variables(names: set[str]) -> list[str]:
+    known = known_variables()
+    return sorted(
+        name
+        for name in names
+        if name.upper().startswith(ENV_PREFIX) and name.upper().split("__")[0] not in known
+    )
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the settings from the environment (and an optional ``.env`` file).
+
+    The environment wins over the file, as pydantic-settings does it. Raises
+    :class:`SettingsError` with one message naming every bad or unknown variable.
+    """
+    names = set(os.environ)
+    if env_file is not None:
+        if not Path(env_file).is_file():
+            raise SettingsError(f"--env-file {env_file}: no such file")
+        names |= {k for k, v in dotenv_values(env_file).items() if v is not None}
+    unknown = _unknown_variables(names)
+    if unknown:
+        raise SettingsError(
+            "unknown setting(s): "
+            + ", ".join(unknown)
+            + " (a typo, or a setting this version does not have)"
+        )
+    try:
+        return Settings(_env_file=None if env_file is None else Path(env_file))
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One message naming each bad variable; never echo secret values."""
+    problems = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        name = f"{ENV_PREFIX}{str(loc[0]).upper()}" if loc else "settings"
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "required but not set"
+        elif loc and loc[0] != "redis_url" and "input" in error and error["type"] != "missing":
+            shown = error["input"]
+            if isinstance(shown, str) and len(shown) <= 80:
+                message = f"{message} (got {shown!r})"
+        problems.append(f"{name}: {message}")
+    return "invalid settings: " + "; ".join(problems)

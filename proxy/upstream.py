@@ -1,0 +1,213 @@
+"""The streaming reverse proxy to the legacy authorization server, and header hygiene.
+
+Every request the gateway does not own goes to ``JARGATE_UPSTREAM_URL`` as it came:
+the method, the raw request target (query string byte for byte), the body streamed
+(never buffered whole), the client's ``Host``; hop-by-hop headers removed (RFC 9110
+§7.6.1) and ``X-Forwarded-*`` set, believing incoming ones only from
+``JARGATE_TRUSTED_PROXIES`` (as uvicorn's ProxyHeadersMiddleware does). The answer
+comes back as it left the upstream: status, every header (each ``Set-Cookie``), no
+redirect followed, no decompression, the body streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .errors import UpstreamTimeout, UpstreamUnavailable
+from .settings import Network, Settings
+
+#: RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies still see.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Forwarding headers replaced unless the peer is a trusted proxy.
+_FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
+)
+#: aiohttp's client adds these on its own; skip them when the client did not send them.
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_CHUNK = 64 * 1024
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers without hop-by-hop fields (including those named in ``Connection``)."""
+    items = list(headers)
+    drop = HOP_BY_HOP | _connection_tokens(items)
+    return [(name, value) for name, value in items if name.lower() not in drop]
+
+
+def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    """True when the direct peer is one of the configured trusted proxies."""
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def forwarded_request_headers(
+    request: web.BaseRequest, trusted: tuple[Network, ...], request_id: str | None = None
+) -> CIMultiDict[str]:
+    """The headers to send upstream for ``request``."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    peer_trusted = is_trusted(request.remote, trusted)
+    for name, value in end_to_end(request.headers.items()):
+        lowered = name.lower()
+        if lowered == "expect":
+            continue  # aiohttp already answered 100-continue to the client
+        if lowered in _FORWARDING and not peer_trusted:
+            continue
+        if lowered == "x-forwarded-for":
+            continue  # rebuilt below
+        headers.add(name, value)
+    prior = request.headers.getall("X-Forwarded-For", []) if peer_trusted else []
+    chain = [p.strip() for item in prior for p in item.split(",") if p.strip()]
+    if request.remote:
+        chain.append(request.remote)
+    if chain:
+        headers["X-Forwarded-For"] = ", ".join(chain)
+    if "X-Forwarded-Proto" not in headers:
+        headers["X-Forwarded-Proto"] = request.scheme
+    if "X-Forwarded-Host" not in headers and request.host:
+        headers["X-Forwarded-Host"] = request.host
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    return headers
+
+
+class Upstream:
+    """One pooled client session to the upstream, and the relay of its answers."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self.session = session
+        self.base = settings.upstream_url
+        self.trusted = settings.trusted_proxies
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.upstream_connect_timeout_seconds,
+            sock_read=settings.upstream_read_timeout_seconds,
+        )
+
+    @staticmethod
+    def create_session(settings: Settings) -> aiohttp.ClientSession:
+        """The pooled session: no cookie jar (users must never share cookies), no
+        decompression, no proxy from the environment."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+        )
+
+    def url_for(self, raw_target: str) -> URL:
+        """The upstream URL for a raw request target (path and query, already encoded)."""
+        return URL(self.base + raw_target, encoded=True)
+
+    async def open(
+        self,
+        request: web.BaseRequest,
+        *,
+        raw_target: str | None = None,
+        method: str | None = None,
+        with_body: bool = True,
+        request_id: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send ``request`` upstream (optionally to another target or method) and
+        return the response with its body not yet read. The caller releases it."""
+        headers = forwarded_request_headers(request, self.trusted, request_id)
+        body = request.content if with_body and request.body_exists else None
+        if body is None:
+            headers.popall("Content-Length", None)
+            if not with_body:
+                headers.popall("Content-Type", None)
+        skip = [name for name in _AUTO_HEADERS if name not in headers]
+        try:
+            return await self.session.request(
+                method or request.method,
+                self.url_for(raw_target if raw_target is not None else request.raw_path),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=skip,
+                timeout=self.timeout,
+                compress=None,
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout() from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable() from exc
+
+    async def relay(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        extra_headers: Iterable[tuple[str, str]] = (),
+    ) -> web.StreamResponse:
+        """Stream the upstream's answer to the client unchanged."""
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in end_to_end(upstream.headers.items()):
+            response.headers.add(name, value)
+        for name, value in extra_headers:
+            response.headers[name] = value
+        await response.prepare(request)
+        if request.method != "HEAD" and upstream.status not in (204, 304):
+            try:
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError):
+                # Headers are already sent: the only honest signal left is to cut the
+                # connection so the client sees a truncated body, not a complete one.
+                if request.transport is not None:
+                    request.transport.close()
+                raise
+        await response.write_eof()
+        return response
+
+    async def pass_through(
+        self, request: web.BaseRequest, request_id: str | None = None
+    ) -> web.StreamResponse:
+        """Proxy ``request`` unchanged and relay the answer."""
+        upstream = await self.open(request, request_id=request_id)
+        try:
+            return await self.relay(request, upstream)
+        finally:
+            upstream.release()
+
+    async def reachable(self, within: float = 2.0) -> bool:
+        """Readiness: does the upstream answer HTTP at all (any status)?"""
+        try:
+            async with self.session.head(
+                self.base + "/",
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
+            ):
+                return True
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False

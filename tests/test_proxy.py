@@ -1,0 +1,319 @@
+"""The transparent reverse proxy: everything the gateway does not own passes through as it came."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from yarl import URL
+
+from proxy.observability import Metrics, metrics_app
+from proxy.store import RedisStore
+from tests.conftest import AiohttpClient, GatewayFactory, Legacy
+from tests.legacy_upstream import pattern
+from tests.support import RedisServer, free_port
+
+
+def raw_url(client: TestClient[Any, Any], target: str) -> URL:
+    """An URL whose request target is sent exactly as written (no re-encoding)."""
+    return URL(f"http://127.0.0.1:{client.port}{target}", encoded=True)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
+async def test_methods_and_bodies_reach_upstream_unchanged(
+    gateway: GatewayFactory, legacy: Legacy, method: str
+) -> None:
+    """Each method reaches the upstream with its path, query and body intact."""
+    client = await gateway()
+    body = b"" if method in ("GET", "DELETE") else b"payload \x00\xff bytes"
+    response = await client.request(method, "/any/path?x=1", data=body or None)
+    assert response.status == 200
+    seen = legacy.recorder.requests[-1]
+    assert (method, "/any/path?x=1") == (seen.method, seen.raw_path)
+    assert hashlib.sha256(body).hexdigest() == seen.body_sha256
+    assert response.headers["X-Upstream"] == "legacy"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/q?a=1&a=2&a=3",
+        "/q?b=%2F%2f%20+plus&c=%E2%82%AC",
+        "/q?odd=%zz&empty=&=novalue&flag",
+        "/q?state=abc%3D%3D&redirect_uri=https%3A%2F%2Frp.example%2Fcb%3Fx%3D1",
+        "/path%20with%2Fencoded/segments?;semi=1",
+    ],
+)
+async def test_request_target_is_forwarded_byte_for_byte(
+    gateway: GatewayFactory, legacy: Legacy, target: str
+) -> None:
+    """Repeated parameters and odd encodings reach the upstream exactly as the client sent them."""
+    client = await gateway()
+    response = await client.session.get(raw_url(client, target))
+    assert response.status == 200
+    assert target == legacy.recorder.requests[-1].raw_path
+
+
+async def test_ten_megabyte_bodies_stream_both_ways(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """A 10 MB upload and a 10 MB download arrive complete and unaltered."""
+    client = await gateway()
+    size = 10 * 1024 * 1024
+    data = pattern(size)
+    up = await client.post("/upload", data=io.BytesIO(data))
+    assert (size, hashlib.sha256(data).hexdigest()) == (
+        (await up.json())["body_length"],
+        (await up.json())["body_sha256"],
+    )
+    for length in ("0", "1"):
+        down = await client.get(f"/big?size={size}&length={length}")
+        assert hashlib.sha256(data).hexdigest() == hashlib.sha256(await down.read()).hexdigest()
+
+
+async def test_response_body_is_streamed_not_buffered(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """The client reads the first chunk while the upstream is still holding the rest."""
+    client = await gateway()
+    response = await client.get("/held")
+    first = await asyncio.wait_for(response.content.readexactly(len(b"first;")), timeout=5)
+    assert first == b"first;"
+    legacy.recorder.gate.set()
+    assert await response.content.read() == b"rest"
+
+
+async def test_request_body_is_streamed_not_buffered(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """The upstream receives the first chunk of an upload before the client sends the rest."""
+    client = await gateway()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 70000
+        await asyncio.wait_for(legacy.recorder.first_chunk_seen.wait(), timeout=5)
+        yield b"b" * 10
+
+    response = await client.post("/upload", data=body())
+    assert (await response.json())["body_length"] == 70010
+
+
+async def test_cookies_and_repeated_headers_survive(gateway: GatewayFactory) -> None:
+    """Every Set-Cookie and every repeated header comes back; hop-by-hop ones do not."""
+    client = await gateway()
+    response = await client.get("/cookies")
+    assert response.headers.getall("Set-Cookie") == [
+        "a=1; Path=/; HttpOnly",
+        "b=2; Path=/; Secure",
+        "c=3; Path=/login; SameSite=Lax",
+    ]
+    assert response.headers.getall("X-Multi") == ["one", "two"]
+    assert "X-Hop-Only" not in response.headers
+
+
+async def test_redirects_are_returned_not_followed(gateway: GatewayFactory, legacy: Legacy) -> None:
+    """A 3xx from the upstream reaches the client with its Location untouched."""
+    client = await gateway()
+    response = await client.get("/redirect", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "https://elsewhere.example/landing?x=1&y=%2F#frag"
+    assert legacy.recorder.paths() == ["/redirect"]
+
+
+async def test_compressed_bodies_are_not_decompressed(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """Content-Encoding and the compressed bytes pass through as they are."""
+    client = await gateway()
+    response = await client.session.get(
+        raw_url(client, "/gzip"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await response.read()) == b"hello compressed world" * 100
+    assert legacy.recorder.requests[-1].headers["Accept-Encoding"] == "gzip"
+
+
+async def test_no_headers_are_invented(gateway: GatewayFactory, legacy: Legacy) -> None:
+    """Headers the client did not send (Accept-Encoding, User-Agent) are not added."""
+    client = await gateway()
+    await client.get("/plain", skip_auto_headers=["Accept-Encoding", "User-Agent", "Accept"])
+    seen = legacy.recorder.requests[-1].headers
+    assert "Accept-Encoding" not in seen
+    assert "User-Agent" not in seen
+
+
+async def test_hop_by_hop_request_headers_are_removed(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """Connection, TE, Proxy-Authorization and headers named in Connection stay behind."""
+    client = await gateway()
+    await client.get(
+        "/hop",
+        headers={
+            "Connection": "keep-alive, X-Private-Hop",
+            "X-Private-Hop": "secret",
+            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "TE": "trailers",
+            "X-End-To-End": "kept",
+        },
+    )
+    seen = legacy.recorder.requests[-1].headers
+    for name in ("X-Private-Hop", "Proxy-Authorization", "TE"):
+        assert name not in seen
+    assert seen["X-End-To-End"] == "kept"
+
+
+async def test_host_is_kept_and_forwarding_headers_set(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """The client's Host reaches the upstream; spoofed X-Forwarded-* from untrusted peers do not."""
+    client = await gateway()
+    await client.get(
+        "/fwd",
+        headers={
+            "Host": "idp.example.com",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "evil.example",
+            "Forwarded": "for=6.6.6.6",
+        },
+    )
+    seen = legacy.recorder.requests[-1].headers
+    assert seen["Host"] == "idp.example.com"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["X-Forwarded-Host"] == "idp.example.com"
+    assert "Forwarded" not in seen
+
+
+async def test_forwarding_headers_from_trusted_proxy_are_kept(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """From a trusted proxy, X-Forwarded-For is appended to and Proto/Host are believed."""
+    client = await gateway(trusted_proxies="127.0.0.0/8")
+    await client.get(
+        "/fwd",
+        headers={
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "login.example.com",
+        },
+    )
+    seen = legacy.recorder.requests[-1].headers
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "https"
+    assert seen["X-Forwarded-Host"] == "login.example.com"
+
+
+async def test_head_and_no_content(gateway: GatewayFactory) -> None:
+    """HEAD and 204 answers carry no body and keep their status."""
+    client = await gateway()
+    head = await client.head("/big?size=100&length=1")
+    assert (head.status, head.headers.get("Content-Length")) == (200, "100")
+    empty = await client.get("/empty")
+    assert (empty.status, await empty.read()) == (204, b"")
+
+
+async def test_upstream_down_is_502(aiohttp_client: AiohttpClient) -> None:
+    """An unreachable upstream answers 502 temporarily_unavailable as JSON."""
+    from proxy.app import create_app
+    from proxy.keyring import Keyring
+    from tests.support import make_settings
+
+    app = create_app(make_settings(f"http://127.0.0.1:{free_port()}"), keyring=Keyring.throwaway())
+    client = await aiohttp_client(app)
+    response = await client.get("/anything")
+    assert response.status == 502
+    assert (await response.json())["error"] == "temporarily_unavailable"
+    ready = await client.get("/readyz")
+    assert (ready.status, (await ready.json())["upstream"]) == (503, "unavailable")
+
+
+async def test_upstream_too_slow_is_504(gateway: GatewayFactory) -> None:
+    """An upstream that does not answer within the read timeout gives 504."""
+    client = await gateway(upstream_read_timeout_seconds=0.2)
+    response = await client.get("/slow?seconds=2")
+    assert response.status == 504
+    assert (await response.json())["error"] == "temporarily_unavailable"
+
+
+async def test_health_and_readiness(gateway: GatewayFactory, legacy: Legacy) -> None:
+    """/healthz answers without touching anything; /readyz checks store and upstream."""
+    client = await gateway()
+    health = await client.get("/healthz")
+    assert (health.status, await health.json()) == (200, {"status": "ok"})
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ready", "store": "ok", "upstream": "ok"}
+    assert "/healthz" not in legacy.recorder.paths()
+
+
+@pytest.mark.slow
+async def test_readiness_follows_the_store(gateway: GatewayFactory) -> None:
+    """With Redis gone readiness is 503; once Redis is back it recovers without a restart."""
+    server = RedisServer().start()
+    store = RedisStore.from_url(server.url)
+    try:
+        client = await gateway(store=store)
+        assert (await client.get("/readyz")).status == 200
+        server.stop()
+        down = await client.get("/readyz")
+        assert (down.status, (await down.json())["store"]) == (503, "unavailable")
+        server.start()
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        server.stop()
+
+
+async def test_metrics_count_requests_on_their_own_port(
+    gateway: GatewayFactory, aiohttp_client: AiohttpClient, legacy: Legacy
+) -> None:
+    """Requests are counted; /metrics on the public port is the upstream's, not ours."""
+    metrics = Metrics()
+    client = await gateway(metrics=metrics)
+    await client.get("/some/page")
+    public = await client.get("/metrics")
+    assert "/metrics" in legacy.recorder.paths()
+    assert "jargate_http_requests_total" not in await public.text()
+    scrape = await (await aiohttp_client(metrics_app(metrics))).get("/metrics")
+    text = await scrape.text()
+    assert 'jargate_http_requests_total{method="GET",route="proxy",status="200"} 2.0' in text
+
+
+async def test_access_log_has_request_id_and_no_query(
+    gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One access line per request, with its id, and never the query string (codes, tokens)."""
+    client = await gateway()
+    with caplog.at_level(logging.INFO, logger="jargate.access"):
+        response = await client.get("/cb?code=SECRETCODE&access_token=SECRETTOKEN")
+    assert response.status == 200
+    records = [r for r in caplog.records if r.name == "jargate.access"]
+    assert len(records) == 1
+    assert records[0].__dict__["path"] == "/cb"
+    assert "SECRET" not in json.dumps({k: str(v) for k, v in records[0].__dict__.items()})
+
+
+async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) -> None:
+    """The gateway's own error answers in HTML to browsers and JSON to everyone else."""
+    from proxy.app import create_app
+    from proxy.keyring import Keyring
+    from tests.support import make_settings
+
+    app: web.Application = create_app(
+        make_settings(f"http://127.0.0.1:{free_port()}"), keyring=Keyring.throwaway()
+    )
+    client = await aiohttp_client(app)
+    page = await client.get("/x", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.content_type == "text/html"
+    assert "temporarily_unavailable" in await page.text()
+    assert page.headers["Content-Security-Policy"] == "default-src 'none'"

@@ -1,0 +1,246 @@
+"""The store protocol: one suite, run against the memory store and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from proxy.errors import StoreUnavailable
+from proxy.store import MemoryStore, RedisStore, Store, build_store, hashed_key
+from tests.support import RedisServer, free_port, redis_server_binary
+
+
+async def test_claim_once_is_true_only_the_first_time(store: Store) -> None:
+    """A key can be claimed once; every later claim within its TTL fails (replay defence)."""
+    assert await store.claim_once("jti:a", 10)
+    assert not await store.claim_once("jti:a", 10)
+    assert await store.claim_once("jti:b", 10)
+
+
+async def test_claim_expires(store: Store) -> None:
+    """After its TTL a claim is forgotten."""
+    assert await store.claim_once("jti:short", 0.05)
+    await asyncio.sleep(0.12)
+    assert await store.claim_once("jti:short", 0.05)
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    """Twenty concurrent claims of one key: exactly one wins."""
+    results = await asyncio.gather(*(store.claim_once("jti:race", 10) for _ in range(20)))
+    assert sum(results) == 1
+
+
+async def test_put_peek_take(store: Store) -> None:
+    """peek reads without consuming; take returns the value once, then nothing."""
+    await store.put("flow:x", '{"a": 1}', 10)
+    assert await store.peek("flow:x") == '{"a": 1}'
+    assert await store.peek("flow:x") == '{"a": 1}'
+    assert await store.take("flow:x") == '{"a": 1}'
+    assert await store.take("flow:x") is None
+    assert await store.peek("flow:x") is None
+
+
+async def test_put_replaces(store: Store) -> None:
+    """A second put replaces the value."""
+    await store.put("k", "one", 10)
+    await store.put("k", "two", 10)
+    assert await store.take("k") == "two"
+
+
+async def test_concurrent_takes_have_one_winner(store: Store) -> None:
+    """Twenty concurrent takes of one value: exactly one gets it."""
+    await store.put("flow:once", "v", 10)
+    results = await asyncio.gather(*(store.take("flow:once") for _ in range(20)))
+    assert [r for r in results if r is not None] == ["v"]
+
+
+async def test_values_expire(store: Store) -> None:
+    """A value is gone after its TTL."""
+    await store.put("short", "v", 0.05)
+    await asyncio.sleep(0.12)
+    assert await store.peek("short") is None
+    assert await store.take("short") is None
+
+
+async def test_ping_answers(store: Store) -> None:
+    """A reachable store answers ping without raising."""
+    await store.ping()
+
+
+async def test_unicode_values_round_trip(store: Store) -> None:
+    """Values are text and come back exactly."""
+    value = "état=✓ " + "x" * 5000
+    await store.put("u", value, 10)
+    assert value == await store.take("u")
+
+
+async def test_non_positive_ttl_is_refused(store: Store) -> None:
+    """A TTL of zero is a programming error, not a silent forever."""
+    with pytest.raises(ValueError, match="ttl"):
+        await store.put("k", "v", 0)
+
+
+def test_hashed_key_hides_outside_values() -> None:
+    """Keys built from outside values carry a digest, not the values."""
+    key = hashed_key("jti", "client", "the-jti")
+    assert key.startswith("jti:")
+    assert "the-jti" not in key
+    assert key != hashed_key("jti", "clien", "tthe-jti")
+
+
+async def test_memory_store_evicts_expired_entries() -> None:
+    """Expired entries leave the memory store; it does not grow without bound."""
+    store = MemoryStore(max_entries=10)
+    for index in range(10):
+        await store.put(f"k{index}", "v", 0.02)
+    await asyncio.sleep(0.05)
+    await store.put("fresh", "v", 10)
+    assert len(store) == 1
+
+
+async def test_memory_store_full_fails_closed() -> None:
+    """A full memory store refuses new entries instead of forgetting replay claims."""
+    store = MemoryStore(max_entries=3)
+    for index in range(3):
+        assert await store.claim_once(f"jti:{index}", 10)
+    with pytest.raises(StoreUnavailable):
+        await store.claim_once("jti:new", 10)
+    assert not await store.claim_once("jti:0", 10)
+
+
+async def test_redis_keys_are_namespaced(clean_redis: str) -> None:
+    """Everything the gateway writes to Redis lives under jargate: with a TTL."""
+    store = RedisStore.from_url(clean_redis)
+    try:
+        await store.put("flow:abc", "v", 30)
+        await store.claim_once("jti:x", 30)
+    finally:
+        await store.close()
+    client = redis.Redis.from_url(clean_redis)
+    keys = sorted(k.decode() for k in client.keys("*"))  # type: ignore[union-attr]
+    assert keys == ["jargate:flow:abc", "jargate:jti:x"]
+    assert 0 < client.pttl("jargate:flow:abc") <= 30000
+    client.close()
+
+
+@pytest.mark.slow
+async def test_redis_going_away_fails_closed_then_recovers() -> None:
+    """Redis stopped: every operation raises StoreUnavailable; restarted: the same store works."""
+    server = RedisServer().start()
+    store = RedisStore.from_url(server.url)
+    try:
+        assert await store.claim_once("jti:before", 60)
+        server.stop()
+        for operation in (
+            store.claim_once("jti:during", 60),
+            store.put("k", "v", 60),
+            store.take("k"),
+            store.peek("k"),
+            store.ping(),
+        ):
+            with pytest.raises(StoreUnavailable):
+                await operation
+        server.start()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                await store.ping()
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "did not recover within 5 s"
+                await asyncio.sleep(0.1)
+        assert await store.claim_once("jti:after", 60)
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_unreachable_redis_fails_fast() -> None:
+    """A Redis that never answers raises StoreUnavailable within the bounded timeout."""
+    store = build_store(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.claim_once("x", 10)
+    await store.close()
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+async def test_sentinel_url(tmp_path: Path) -> None:
+    """redis+sentinel://host:port/service finds the master through a real Sentinel."""
+    master = RedisServer().start()
+    sentinel_port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor jargate 127.0.0.1 {master.port} 1\n"
+    )
+    sentinel = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+        [redis_server_binary(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        RedisServer(port=sentinel_port).wait_ready()
+        store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/jargate")
+        try:
+            await store.put("through-sentinel", "v", 30)
+        finally:
+            await store.close()
+        assert master.client().get("jargate:through-sentinel") == b"v"
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=10)
+        master.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port <= 55535 and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no port pair for a cluster node")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.slow
+async def test_cluster_url() -> None:
+    """redis+cluster://host:port talks to a (one-node) Redis Cluster."""
+    node = RedisServer(port=_cluster_port(), extra=["--cluster-enabled", "yes"]).start()
+    try:
+        client = node.client()
+        client.execute_command("CLUSTER ADDSLOTS", *range(16384))  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 10
+        while client.execute_command("CLUSTER INFO").get("cluster_state") not in (  # type: ignore[no-untyped-call]
+            "ok",
+            b"ok",
+        ):
+            assert time.monotonic() < deadline, "cluster did not come up"
+            await asyncio.sleep(0.1)
+        client.close()
+        store = RedisStore.from_url(f"redis+cluster://127.0.0.1:{node.port}")
+        try:
+            assert await store.claim_once("jti:c", 30)
+            assert not await store.claim_once("jti:c", 30)
+            await store.put("flow:c", "v", 30)
+            assert await store.take("flow:c") == "v"
+            await store.ping()
+        finally:
+            await store.close()
+    finally:
+        node.stop()
