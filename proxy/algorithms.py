@@ -8,9 +8,16 @@ everywhere (RFC 8725 §3.1, §2.1), and so are ``RSA1_5`` (FAPI 1 §8.6.1) and
 
 from __future__ import annotations
 
+import warnings
+
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
 from .settings import SIGNING_ALGS
+
+# RFC 9864 deprecates the polymorphic "EdDSA" in favour of "Ed25519", and joserfc warns on
+# every use; JAR/JARM deployments and FAPI 2.0 still name EdDSA, so it stays allowed.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 #: JWE key-management algorithms the gateway accepts or produces.
 ENCRYPTION_ALGS = ("RSA-OAEP", "RSA-OAEP-256", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW")

@@ -11,9 +11,12 @@ from . import appkeys
 from .clients import ClientRegistry, JwksCache, load_registry
 from .keyring import Keyring
 from .observability import REQUEST_ID, Metrics, healthz, observe, readiness_handler
+from .request.authorize import authorize
+from .request.obtain import create_fetch_session
+from .response.complete import relay_or_complete
 from .settings import Settings
 from .store import Store, build_store
-from .upstream import Upstream
+from .upstream import Upstream, canonical_path
 
 
 def load_keyring(settings: Settings, registry: ClientRegistry) -> Keyring:
@@ -54,11 +57,11 @@ def create_app(
     app[appkeys.METRICS] = metrics
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[appkeys.STORE] = (
-            build_store(settings.redis_url.get_secret_value() if settings.redis_url else None)
-            if store is None
-            else store
-        )
+        if store is None:
+            url = settings.redis_url.get_secret_value() if settings.redis_url else None
+            app[appkeys.STORE] = build_store(url)
+        else:
+            app[appkeys.STORE] = store
         yield
         await app[appkeys.STORE].close()
 
@@ -75,7 +78,12 @@ def create_app(
             app[appkeys.JWKS_CACHE] = JwksCache(session)
             yield
 
-    app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx])
+    async def fetch_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with create_fetch_session(settings) as session:
+            app[appkeys.FETCH] = session
+            yield
+
+    app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx, fetch_ctx])
 
     async def ping_store() -> None:
         await app[appkeys.STORE].ping()
@@ -83,10 +91,20 @@ def create_app(
     async def upstream_reachable() -> bool:
         return await app[appkeys.UPSTREAM].reachable()
 
+    owned = {settings.authorization_path: authorize}
+
     async def pass_through(request: web.Request) -> web.StreamResponse:
-        return await app[appkeys.UPSTREAM].pass_through(request, REQUEST_ID.get())
+        # The gateway's own paths in another spelling (//authorize, /authorize/,
+        # /authorize;jsessionid=x) must not reach the upstream unchecked.
+        handler = owned.get(canonical_path(request.path))
+        if handler is not None and request.method in ("GET", "POST"):
+            return await handler(request)
+        upstream = await app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
+        return await relay_or_complete(request, upstream)
 
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readiness_handler(ping_store, upstream_reachable))
+    app.router.add_route("GET", settings.authorization_path, authorize)
+    app.router.add_route("POST", settings.authorization_path, authorize)
     app.router.add_route("*", "/{tail:.*}", pass_through)
     return app

@@ -21,3 +21,5 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 #: Outbound HTTP for client jwks_uri and request_uri fetches (never the upstream pool).
 OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
 JWKS_CACHE = web.AppKey("jwks_cache", JwksCache)
+#: request_uri fetches: a separate session whose resolver refuses non-public addresses.
+FETCH = web.AppKey("fetch", aiohttp.ClientSession)

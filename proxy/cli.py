@@ -6,19 +6,31 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
+from joserfc.jwk import Key, import_key
 
 from . import __version__
 from .app import create_app, load_keyring
 from .clients import ClientRegistry, RegistryError, load_registry
 from .errors import StoreUnavailable
-from .keyring import Keyring, KeyringError, generate_private_jwks, public_jwks_of
+from .keyring import (
+    GatewayKey,
+    Keyring,
+    KeyringError,
+    generate_private_jwks,
+    prepare_key,
+    public_jwks_of,
+)
 from .observability import Metrics, metrics_app, setup_logging
+from .request.make import make_request_object
 from .settings import Settings, SettingsError, load_settings
 from .store import build_store
 from .upstream import Upstream
@@ -179,6 +191,68 @@ def cmd_keys_public(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_key(path: str, use: str) -> GatewayKey:
+    try:
+        document: Any = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CommandError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise CommandError(f'{path}: expected a JWKS {{"keys": [...]}}')
+    for index, item in enumerate(document["keys"]):
+        try:
+            key = prepare_key(item, f"{path} key #{index}")
+        except KeyringError as exc:
+            raise CommandError(str(exc)) from None
+        if key.use == use:
+            return key
+    raise CommandError(f"{path}: no key with use {use!r}")
+
+
+def _encryption_key(source: str) -> Key:
+    """The first ``enc`` key of a public JWKS given as a file or an https URL."""
+    if source.startswith(("https://", "http://")):
+        with urllib.request.urlopen(source, timeout=10) as response:  # noqa: S310 - operator's URL
+            document: Any = json.loads(response.read(256 * 1024))
+    else:
+        try:
+            document = json.loads(Path(source).read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--encrypt-to {source}: {exc}") from None
+    for item in document.get("keys", []) if isinstance(document, dict) else []:
+        if isinstance(item, dict) and item.get("use") == "enc":
+            return import_key({k: v for k, v in item.items() if k != "d"})
+    raise CommandError(f"--encrypt-to {source}: no key with use 'enc'")
+
+
+def cmd_request_object(args: argparse.Namespace) -> int:
+    issuer = args.issuer or os.environ.get("JARGATE_ISSUER")
+    if not issuer:
+        raise CommandError("--issuer (or JARGATE_ISSUER) is required: it is the object's aud")
+    params: dict[str, str] = {}
+    for item in args.param:
+        name, separator, value = item.partition("=")
+        if not separator or not name:
+            raise CommandError(f"--param {item!r}: expected name=value")
+        params[name] = value
+    built = make_request_object(
+        _first_key(args.key, "sig"),
+        args.client_id,
+        issuer,
+        params,
+        encrypt_to=_encryption_key(args.encrypt_to) if args.encrypt_to else None,
+    )
+    path = os.environ.get("JARGATE_AUTHORIZATION_PATH", "/authorize")
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(issuer))
+    url = f"{origin}{path}?" + urlencode({"client_id": args.client_id, "request": built.jwt})
+    print(f"request object:\n{built.jwt}\n")
+    print("claims:\n" + json.dumps(built.claims, indent=2) + "\n")
+    print(f"code_verifier (keep it for the token request):\n{built.code_verifier}\n")
+    print(f"authorization URL:\n{url}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "jargate demo: the end-to-end JAR + JARM demo arrives with the JARM work "
@@ -217,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     public = key_commands.add_parser("public", help="print the public half of a private JWKS")
     public.add_argument("file")
     public.set_defaults(run=cmd_keys_public)
+
+    request_object = commands.add_parser(
+        "request-object", help="build a signed request object, as a client would"
+    )
+    request_object.add_argument("--key", required=True, help="the client's private JWKS file")
+    request_object.add_argument("--client-id", required=True)
+    request_object.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an authorization parameter (repeatable): redirect_uri=..., scope=...",
+    )
+    request_object.add_argument(
+        "--encrypt-to", metavar="JWKS_URL_OR_FILE", help="encrypt to the gateway's enc key"
+    )
+    request_object.add_argument("--issuer", help="the gateway's issuer (default JARGATE_ISSUER)")
+    request_object.set_defaults(run=cmd_request_object)
 
     demo = commands.add_parser("demo", help="run the bundled end-to-end demo")
     demo.add_argument("--serve", action="store_true", help="keep the demo servers running")

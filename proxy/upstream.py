@@ -46,6 +46,23 @@ _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
 
 
+def canonical_path(path: str) -> str:
+    """The path as a lenient upstream server may read it: ``;`` path parameters dropped
+    (servlet containers strip them), empty and ``.`` segments removed, ``..`` resolved,
+    no trailing slash. Used to recognise the gateway's own paths in any spelling."""
+    segments: list[str] = []
+    for raw in path.split("/"):
+        segment = raw.split(";", 1)[0]
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments)
+
+
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     tokens: set[str] = set()
     for name, value in headers:

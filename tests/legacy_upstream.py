@@ -157,17 +157,42 @@ async def no_content(request: web.Request) -> web.Response:
 
 
 async def authorize(request: web.Request) -> web.Response:
-    """A legacy authorization endpoint: issues a code straight back to redirect_uri."""
+    """A legacy authorization endpoint: issues a code straight back to redirect_uri.
+
+    With ``prompt=login`` and no session it behaves like a Spring-style server: it saves
+    the request, sends the browser to its login page, and the login page sends the
+    browser back to the saved request afterwards.
+    """
     await _record(request)
     query = request.query
     redirect_uri = query.get("redirect_uri")
     if not redirect_uri:
         return web.json_response({"error": "invalid_request"}, status=400)
+    if query.get("prompt") == "login" and "sid" not in request.cookies:
+        return web.Response(
+            status=302, headers={"Location": "/login?" + urlencode({"return": request.raw_path})}
+        )
+    if query.get("scope") == "deny":
+        params = {"error": "access_denied", "error_description": "the user said no"}
+        if "state" in query:
+            params["state"] = query["state"]
+        separator = "&" if "?" in redirect_uri else "?"
+        return web.Response(
+            status=302, headers={"Location": redirect_uri + separator + urlencode(params)}
+        )
     params = {"code": secrets.token_urlsafe(16)}
     if "state" in query:
         params["state"] = query["state"]
     separator = "&" if "?" in redirect_uri else "?"
     raise web.HTTPFound(redirect_uri + separator + urlencode(params))
+
+
+async def login(request: web.Request) -> web.Response:
+    """The login page: signs the user in and replays the saved authorization request."""
+    await _record(request)
+    response = web.Response(status=302, headers={"Location": request.query["return"]})
+    response.set_cookie("sid", "session-1", httponly=True)
+    return response
 
 
 async def discovery(request: web.Request) -> web.Response:
@@ -202,6 +227,7 @@ def legacy_app(
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/empty", no_content)
     app.router.add_get("/authorize", authorize)
+    app.router.add_get("/login", login)
     app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

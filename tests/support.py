@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from proxy.settings import Settings
 
@@ -97,6 +99,11 @@ def shared_redis_url() -> tuple[str, RedisServer | None]:
         return url, None
     server = RedisServer().start()
     return server.url, server
+
+
+def raw_url(client: TestClient[Any, Any], target: str) -> URL:
+    """A URL whose request target is sent exactly as written (no re-encoding)."""
+    return URL(f"http://127.0.0.1:{client.port}{target}", encoded=True)
 
 
 def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:

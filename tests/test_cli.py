@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.keyring import Keyring
-from tests.conftest import Legacy
+from tests.conftest import AiohttpClient, Legacy
 from tests.support import REPO, clean_env, free_port
 
 JARGATE = [sys.executable, "-m", "proxy"]
@@ -202,3 +202,62 @@ def test_python_dash_m_is_the_same_program() -> None:
     """`python -m proxy --version` answers like the console script."""
     result = run("--version")
     assert result.stdout.startswith("jargate ")
+
+
+async def test_request_object_command_output_is_accepted(
+    tmp_path: Path, aiohttp_client: AiohttpClient, legacy: Legacy
+) -> None:
+    """`jargate request-object` builds an object (encrypted too) that the gateway accepts."""
+    from proxy.app import create_app
+    from proxy.clients import load_registry
+    from proxy.store import MemoryStore
+    from tests.support import make_settings
+
+    key_file = tmp_path / "client.json"
+    key_file.write_text(run("keys", "generate", "--alg", "PS256", "--kid", "cli").stdout)
+    public = json.loads(run("keys", "public", str(key_file)).stdout)
+    keyring = Keyring.throwaway()
+    gateway_jwks = tmp_path / "gateway.json"
+    gateway_jwks.write_text(json.dumps(keyring.public_jwks()))
+    registry = load_registry(
+        make_settings(
+            clients=json.dumps(
+                {
+                    "clients": [
+                        {
+                            "client_id": "cli",
+                            "jwks": public,
+                            "redirect_uris": ["https://rp.example/cb"],
+                        }
+                    ]
+                }
+            )
+        )
+    )
+    app = create_app(
+        make_settings(legacy.url), registry=registry, keyring=keyring, store=MemoryStore()
+    )
+    client = await aiohttp_client(app)
+    for extra in ([], ["--encrypt-to", str(gateway_jwks)]):
+        result = run(
+            "request-object",
+            "--key",
+            str(key_file),
+            "--client-id",
+            "cli",
+            "--param",
+            "redirect_uri=https://rp.example/cb",
+            "--param",
+            "scope=openid email",
+            *extra,
+            JARGATE_ISSUER="http://127.0.0.1:8000",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        url = lines[lines.index("authorization URL:") + 1]
+        assert lines[lines.index("code_verifier (keep it for the token request):") + 1]
+        path = url.removeprefix("http://127.0.0.1:8000")
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 302
+        assert response.headers["Location"].startswith("https://rp.example/cb?code=")
+    assert len([r for r in legacy.recorder.requests if r.raw_path.startswith("/authorize")]) == 2

@@ -9,23 +9,15 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
-from yarl import URL
 
 from proxy.observability import Metrics, metrics_app
 from proxy.store import RedisStore
 from tests.conftest import AiohttpClient, GatewayFactory, Legacy
 from tests.legacy_upstream import pattern
-from tests.support import RedisServer, free_port
-
-
-def raw_url(client: TestClient[Any, Any], target: str) -> URL:
-    """An URL whose request target is sent exactly as written (no re-encoding)."""
-    return URL(f"http://127.0.0.1:{client.port}{target}", encoded=True)
+from tests.support import RedisServer, free_port, raw_url
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])

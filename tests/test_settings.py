@@ -17,7 +17,7 @@ REQUIRED = {
 
 #: CONTRACT.md's settings table: variable -> default.
 CONTRACT_DEFAULTS = {
-    "JARGATE_HOST": "0.0.0.0",  # noqa: S104 - the contract's default, not a bind
+    "JARGATE_HOST": "0.0.0.0",
     "JARGATE_PORT": 8000,
     "JARGATE_AUTHORIZATION_PATH": "/authorize",
     "JARGATE_PAR_PATH": "/par",

@@ -1,0 +1,87 @@
+"""Flows: one authorization in flight, shared by the request and the response side.
+
+The request side starts a flow when it forwards an authorization request: it stores a
+:class:`Flow` under a fresh random *handle* and sends the handle upstream as ``state``.
+The response side finds the handle in the upstream's redirect, takes the flow once, and
+answers the client as it asked. Handles carry a fixed prefix so that something that
+merely looks like one is recognised (and refused) rather than passed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from .store import Store, hashed_key
+
+#: Every handle starts with this; 32 random bytes follow (256 bits, RFC 9101 §10.2(d)).
+HANDLE_PREFIX = "jgf_"
+
+
+def new_handle() -> str:
+    """A fresh, unguessable flow handle."""
+    return HANDLE_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_handle(value: str | None) -> bool:
+    """True for values the gateway would have issued as handles."""
+    return value is not None and value.startswith(HANDLE_PREFIX)
+
+
+def params_digest(params: Iterable[tuple[str, str]]) -> str:
+    """A digest of authorization parameters, independent of their order."""
+    canonical = json.dumps(sorted(params), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """What the response side needs to answer the client."""
+
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    #: The mode the client asked for (``query``, ``fragment.jwt``, ...), or None.
+    response_mode: str | None
+    #: The client's own ``state``, restored in the response (None if it sent none).
+    state: str | None
+    #: Digest of the parameters forwarded upstream (checks re-entries after a login).
+    digest: str
+    #: How the request came: ``plain``, ``value``, ``reference`` or ``par``.
+    source: str
+    #: The PAR handle this flow came from, consumed when the flow completes.
+    par_key: str | None = None
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Flow:
+        """Parse the stored form."""
+        return cls(**json.loads(text))
+
+
+def flow_key(handle: str) -> str:
+    """The store key of a flow (handles come back from outside, so they are hashed)."""
+    return hashed_key("flow", handle)
+
+
+async def save_flow(store: Store, handle: str, flow: Flow, ttl: float) -> None:
+    """Store ``flow`` under ``handle`` for ``ttl`` seconds."""
+    await store.put(flow_key(handle), flow.to_json(), ttl)
+
+
+async def peek_flow(store: Store, handle: str) -> Flow | None:
+    """The live flow behind ``handle``, without consuming it."""
+    text = await store.peek(flow_key(handle))
+    return None if text is None else Flow.from_json(text)
+
+
+async def take_flow(store: Store, handle: str) -> Flow | None:
+    """Take the flow behind ``handle``: one caller, once."""
+    text = await store.take(flow_key(handle))
+    return None if text is None else Flow.from_json(text)

@@ -1,0 +1,286 @@
+"""The authorization endpoint (``JARGATE_AUTHORIZATION_PATH``, GET and POST).
+
+For each request: read the parameters; resolve the client (unknown clients pass
+through untouched unless they use JAR or JARM); obtain, decrypt, verify and validate
+the request object and claim its ``jti``; apply the client's policy; then start a flow
+and call the upstream server-side with the verified parameters as a plain query,
+``state`` replaced by the flow's handle and any ``response_mode`` removed (the gateway
+answers the client in the mode it asked for). A browser the upstream sends back here
+after a login, carrying the handle, is checked against what was forwarded and passed on.
+
+Where a refusal goes: to the client's redirect URI when it is trusted (registered, and
+named by a verified object or a plain request), otherwise the gateway's own error page.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from proxy import appkeys
+from proxy.clients import RegisteredClient
+from proxy.errors import (
+    GatewayError,
+    InvalidRequest,
+    InvalidRequestObject,
+    InvalidRequestUri,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+    error_page,
+)
+from proxy.flows import Flow, looks_like_handle, new_handle, params_digest, peek_flow, save_flow
+from proxy.observability import REQUEST_ID
+from proxy.response.complete import relay_or_complete
+from proxy.response.deliver import Destination, deliver_error
+
+from .obtain import (
+    check_request_object_size,
+    describe_source,
+    fetch_request_object,
+)
+from .params import JWT_MODES, RESPONSE_MODES, parameters_from_claims, read_params
+from .verify import claim_jti, decrypt_request_object, validate_claims, verify_request_object
+
+log = logging.getLogger("jargate.authorize")
+
+#: Outer parameters that never go upstream.
+_NOT_FORWARDED = frozenset({"request", "request_uri", "response_mode", "state"})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An authorization request the gateway will forward."""
+
+    params: dict[str, str]
+    destination: Destination
+    source: str
+
+
+class PolicyRefusal(InvalidRequest):
+    """The client's registered policy forbids this request (``report`` mode lets it pass)."""
+
+
+class VerifiedRefusal(Exception):
+    """A refusal after the request object verified: its redirect URI is trusted."""
+
+    def __init__(self, err: GatewayError, destination: Destination) -> None:
+        super().__init__(err)
+        self.err = err
+        self.destination = destination
+
+
+def trusted_destination(
+    params: dict[str, str], client: RegisteredClient, error: type[GatewayError]
+) -> Destination:
+    """The redirect URI and mode the parameters name, if they may receive a response.
+
+    ``redirect_uri`` may be omitted only when the client registered exactly one; it
+    must be one of the registered ones (exact match). An unknown ``response_mode`` is
+    refused, never ignored. Failures raise ``error`` and are shown on the gateway's page.
+    """
+    registered = client.meta.redirect_uris
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is None:
+        if len(registered) != 1:
+            raise error("redirect_uri is required")
+        redirect_uri = registered[0]
+    elif redirect_uri not in registered:
+        raise error("redirect_uri is not registered for this client")
+    mode = params.get("response_mode")
+    if mode is not None and mode not in RESPONSE_MODES:
+        raise error(f"response_mode {mode!r} is not supported")
+    return Destination(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        response_type=params.get("response_type", ""),
+        response_mode=mode,
+        state=params.get("state"),
+    )
+
+
+def outer_destination(params: dict[str, str], client: RegisteredClient) -> Destination | None:
+    """Where errors go before a request object verified: the outer parameters' redirect
+    URI, only when it is explicitly named and registered."""
+    if "redirect_uri" not in params:
+        return None
+    try:
+        return trusted_destination(params, client, InvalidRequest)
+    except GatewayError:
+        return None
+
+
+async def verified_request(
+    request: web.Request, params: dict[str, str], client: RegisteredClient
+) -> Accepted:
+    """Obtain, decrypt, verify and validate the request object; claim its jti."""
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    source = describe_source(params)
+    if "request" in params and "request_uri" in params:
+        raise InvalidRequest("request and request_uri must not be used together (RFC 9101 §5)")
+    if source == "value":
+        token = check_request_object_size(params["request"])
+    elif source == "par":
+        raise InvalidRequestUri("the pushed authorization request is unknown or expired")
+    else:
+        token = await fetch_request_object(
+            params["request_uri"], client, settings, app[appkeys.FETCH], app[appkeys.STORE]
+        )
+    signed, encrypted = decrypt_request_object(token, app[appkeys.KEYRING], client)
+    verified = await verify_request_object(signed, client, app[appkeys.JWKS_CACHE], encrypted)
+    validate_claims(verified, client, params, settings)
+    inner = parameters_from_claims(verified.claims)
+    inner.setdefault("client_id", client.client_id)
+    destination = trusted_destination(inner, client, InvalidRequestObject)
+    inner["redirect_uri"] = destination.redirect_uri
+    try:
+        if "response_type" not in inner:
+            raise InvalidRequestObject("response_type is required in the request object")
+        await claim_jti(app[appkeys.STORE], client, verified, signed, settings)
+    except TemporarilyUnavailable:
+        raise
+    except GatewayError as err:
+        raise VerifiedRefusal(err, destination) from None
+    return Accepted(params=inner, destination=destination, source=source)
+
+
+def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
+    """A plain authorization request from a registered client."""
+    if client.meta.require_signed_request_object:
+        raise PolicyRefusal("this client must send a signed request object")
+    if client.meta.request_object_encryption_alg is not None:
+        raise PolicyRefusal("this client must send an encrypted request object")
+    destination = trusted_destination(params, client, InvalidRequest)
+    if "response_type" not in params:
+        raise InvalidRequest("response_type is required")
+    return Accepted(
+        params={**params, "redirect_uri": destination.redirect_uri},
+        destination=destination,
+        source="plain",
+    )
+
+
+async def authorize(request: web.Request) -> web.StreamResponse:
+    """The authorization endpoint handler."""
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    params = await read_params(request)
+    client_id = params.get("client_id")
+    uses_jar = "request" in params or "request_uri" in params
+    wants_jarm = params.get("response_mode") in JWT_MODES
+    client = app[appkeys.REGISTRY].get(client_id) if client_id else None
+    if client is None:
+        if uses_jar or wants_jarm:
+            error: GatewayError = (
+                UnauthorizedClient("this client is not registered for signed requests or responses")
+                if client_id
+                else InvalidRequest("client_id is required")
+            )
+            _decide(request, client_id, "refused", error.error, describe_source(params))
+            raise error
+        return await relay_or_complete(request, await _open_upstream(request))
+    if not uses_jar and looks_like_handle(params.get("state")):
+        return await reenter(request, params, client)
+
+    source = describe_source(params)
+    try:
+        if uses_jar:
+            accepted = await verified_request(request, params, client)
+        else:
+            accepted = plain_request(params, client)
+    except PolicyRefusal as refusal:
+        if settings.enforcement == "report":
+            _decide(request, client.client_id, "reported", refusal.error, source)
+            accepted = Accepted(
+                params=dict(params),
+                destination=trusted_destination(params, client, InvalidRequest),
+                source="plain",
+            )
+        else:
+            return _refuse(request, refusal, client, params, source)
+    except TemporarilyUnavailable:
+        _decide(request, client.client_id, "refused", "temporarily_unavailable", source)
+        raise
+    except VerifiedRefusal as refusal:
+        _decide(request, client.client_id, "refused", refusal.err.error, source)
+        return deliver_error(app, refusal.destination, refusal.err.error, refusal.err.description)
+    except GatewayError as err:
+        return _refuse(request, err, client, params, source)
+    else:
+        _decide(request, client.client_id, "accepted", "none", source)
+    return await forward(request, accepted)
+
+
+def _refuse(
+    request: web.Request,
+    err: GatewayError,
+    client: RegisteredClient,
+    params: dict[str, str],
+    source: str,
+) -> web.StreamResponse:
+    _decide(request, client.client_id, "refused", err.error, source)
+    destination = outer_destination(params, client)
+    if destination is None:
+        return error_page(request, err)
+    return deliver_error(request.app, destination, err.error, err.description)
+
+
+async def forward(request: web.Request, accepted: Accepted) -> web.StreamResponse:
+    """Start the flow and send the plain request upstream, server-side."""
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    handle = new_handle()
+    upstream_params = [
+        (name, value) for name, value in accepted.params.items() if name not in _NOT_FORWARDED
+    ]
+    upstream_params.append(("state", handle))
+    flow = Flow(
+        client_id=accepted.destination.client_id,
+        redirect_uri=accepted.destination.redirect_uri,
+        response_type=accepted.params.get("response_type", ""),
+        response_mode=accepted.destination.response_mode,
+        state=accepted.destination.state,
+        digest=params_digest(upstream_params),
+        source=accepted.source,
+    )
+    await save_flow(app[appkeys.STORE], handle, flow, settings.flow_ttl_seconds)
+    target = f"{settings.authorization_path}?{urlencode(upstream_params)}"
+    upstream = await app[appkeys.UPSTREAM].open(
+        request, raw_target=target, method="GET", with_body=False, request_id=REQUEST_ID.get()
+    )
+    return await relay_or_complete(request, upstream)
+
+
+async def reenter(
+    request: web.Request, params: dict[str, str], client: RegisteredClient
+) -> web.StreamResponse:
+    """The upstream sent the browser back here after a login, carrying the handle: pass it
+    on only if it is exactly what the gateway forwarded."""
+    handle = params["state"]
+    flow = await peek_flow(request.app[appkeys.STORE], handle)
+    if flow is None:
+        raise InvalidRequest("this authorization flow is unknown or has expired")
+    if flow.client_id != client.client_id or params_digest(params.items()) != flow.digest:
+        _decide(request, client.client_id, "refused", "invalid_request", "reentry")
+        raise InvalidRequest("this request does not match the authorization flow it resumes")
+    _decide(request, client.client_id, "accepted", "none", "reentry")
+    return await relay_or_complete(request, await _open_upstream(request))
+
+
+async def _open_upstream(request: web.Request) -> aiohttp.ClientResponse:
+    return await request.app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
+
+
+def _decide(
+    request: web.Request, client_id: str | None, outcome: str, error: str, source: str
+) -> None:
+    """Count and log one authorization decision (never the request object itself)."""
+    request.app[appkeys.METRICS].decisions.labels(outcome, error, source).inc()
+    log.info(
+        "authorization decision",
+        extra={"client_id": client_id, "outcome": outcome, "error": error, "source": source},
+    )

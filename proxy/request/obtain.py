@@ -1,0 +1,181 @@
+"""Obtaining the request object: by value, by reference, or from a PAR handle.
+
+By reference (RFC 9101 §5.2, §10.4) the gateway fetches the object itself, so it guards
+against being turned into a request forgery tool (SSRF): only ``https`` (unless
+``JARGATE_REQUEST_URI_ALLOW_HTTP``), only under one of the client's registered
+``request_uris`` prefixes, never to loopback, private, link-local or otherwise
+non-public addresses after DNS resolution, checked again on the connection itself so
+DNS rebinding cannot slip past (unless ``JARGATE_REQUEST_URI_ALLOW_PRIVATE_NETWORKS``),
+no redirects, bounded size and time, and only the JWT media types. Fetched objects are
+cached in the store for a short time (the request_uri cache).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from proxy.clients import RegisteredClient
+from proxy.errors import InvalidRequestObject, InvalidRequestUri, RequestUriNotSupported
+from proxy.settings import Settings
+from proxy.store import Store, hashed_key
+
+from .params import MAX_REQUEST_OBJECT_BYTES
+
+#: RFC 9126 §2.2: the gateway's own handles for pushed requests.
+PAR_URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
+ACCEPTED_MEDIA_TYPES = frozenset({"application/oauth-authz-req+jwt", "application/jwt"})
+MAX_REQUEST_URI_LENGTH = 2048
+REQUEST_URI_CACHE_SECONDS = 60
+FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=3)
+
+
+def check_request_object_size(token: str) -> str:
+    """Refuse request objects larger than the bound, before any parsing."""
+    if len(token) > MAX_REQUEST_OBJECT_BYTES:
+        raise InvalidRequestObject(
+            f"the request object is larger than {MAX_REQUEST_OBJECT_BYTES} bytes"
+        )
+    return token
+
+
+def is_public_address(address: str) -> bool:
+    """False for loopback, private, link-local, multicast, reserved and unspecified addresses
+    (IPv4-mapped IPv6 addresses are judged by the IPv4 address they carry)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+class GuardedResolver(AbstractResolver):
+    """A resolver that refuses non-public addresses: the SSRF guard sits on the connection
+    itself, so a name that resolves differently the second time cannot slip past."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = DefaultResolver()
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not self._allow_private:
+            for result in results:
+                if not is_public_address(result["host"]):
+                    raise InvalidRequestUri("the request_uri resolves to a non-public address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def create_fetch_session(settings: Settings) -> aiohttp.ClientSession:
+    """The session for request_uri fetches: guarded resolver, no cookies, no env proxies."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(settings.request_uri_allow_private_networks),
+        use_dns_cache=False,
+        limit=100,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=FETCH_TIMEOUT,
+    )
+
+
+def check_request_uri(uri: str, client: RegisteredClient, settings: Settings) -> None:
+    """The rules a request_uri must pass before anything is fetched."""
+    prefixes = client.meta.request_uris
+    if not prefixes:
+        raise RequestUriNotSupported("this client registered no request_uris")
+    if len(uri) > MAX_REQUEST_URI_LENGTH:
+        raise InvalidRequestUri("the request_uri is too long")
+    parts = urlsplit(uri)
+    allowed_schemes = {"https", "http"} if settings.request_uri_allow_http else {"https"}
+    if parts.scheme not in allowed_schemes:
+        raise InvalidRequestUri("the request_uri must be an https URL")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise InvalidRequestUri("the request_uri must name a host and no credentials")
+    segments = parts.path.lower().replace("%2e", ".").split("/")
+    if "." in segments or ".." in segments or "\\" in uri:
+        raise InvalidRequestUri("the request_uri must not contain dot segments")
+    for prefix in prefixes:
+        allowed = urlsplit(prefix)
+        same_origin = (parts.scheme, parts.netloc.lower()) == (
+            allowed.scheme,
+            allowed.netloc.lower(),
+        )
+        if same_origin and uri.startswith(prefix) and parts.path.startswith(allowed.path):
+            break
+    else:
+        raise InvalidRequestUri(
+            "the request_uri is not under one of the client's registered request_uris"
+        )
+    host = parts.hostname
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not settings.request_uri_allow_private_networks and not is_public_address(str(literal)):
+        raise InvalidRequestUri("the request_uri points at a non-public address")
+
+
+async def fetch_request_object(
+    uri: str,
+    client: RegisteredClient,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    store: Store,
+) -> str:
+    """The request object behind ``uri`` (RFC 9101 §5.2.3), from the cache or fetched once."""
+    check_request_uri(uri, client, settings)
+    cache_key = hashed_key("ruri", client.client_id, uri)
+    cached = await store.peek(cache_key)
+    if cached is not None:
+        return cached
+    try:
+        async with session.get(
+            uri.split("#", 1)[0],
+            allow_redirects=False,
+            headers={"Accept": "application/oauth-authz-req+jwt, application/jwt"},
+        ) as response:
+            if response.status != 200:
+                raise InvalidRequestUri(f"fetching the request_uri answered HTTP {response.status}")
+            if response.content_type not in ACCEPTED_MEDIA_TYPES:
+                raise InvalidRequestUri(
+                    "the request_uri must answer application/oauth-authz-req+jwt, "
+                    f"not {response.content_type!r}"
+                )
+            body = await response.content.read(MAX_REQUEST_OBJECT_BYTES + 1)
+    except InvalidRequestUri:
+        raise
+    except (TimeoutError, aiohttp.ClientError, OSError, UnicodeError):
+        raise InvalidRequestUri("the request_uri could not be fetched") from None
+    if len(body) > MAX_REQUEST_OBJECT_BYTES:
+        raise InvalidRequestUri(
+            f"the request object at request_uri exceeds {MAX_REQUEST_OBJECT_BYTES} bytes"
+        )
+    try:
+        token = body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidRequestUri("the request_uri did not answer a JWT") from None
+    await store.put(cache_key, token, REQUEST_URI_CACHE_SECONDS)
+    return token
+
+
+def describe_source(params: dict[str, Any]) -> str:
+    """How the request object came: ``value``, ``par``, ``reference`` or ``plain``."""
+    if "request" in params:
+        return "value"
+    uri = params.get("request_uri")
+    if uri is None:
+        return "plain"
+    return "par" if uri.startswith(PAR_URN_PREFIX) else "reference"

@@ -1,0 +1,302 @@
+"""Verifying a request object (RFC 9101 §6): four named steps, in this order.
+
+1. :func:`decrypt_request_object`: a five-part object is a JWE for the gateway's ``enc``
+   keys; the result must be a signed JWT (§6.1, §10.2).
+2. :func:`verify_request_object`: the JWS signature, with the client's registered keys
+   only, under an asymmetric allow-list (§6.2; RFC 8725 §3.1, §2.9).
+3. :func:`validate_claims`: ``typ``, claim types, ``iss``, ``aud``, times, lifetime and
+   the JAR parameter rules (§4, §5, §10.8).
+4. :func:`claim_jti`: one use per object, recorded in the store until it expires.
+
+Every refusal is ``invalid_request_object`` with a description that names the rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwe, jws
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet
+
+from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
+from proxy.errors import InvalidRequestObject
+from proxy.keyring import Keyring
+from proxy.settings import SIGNING_ALGS, Settings
+from proxy.store import Store, hashed_key
+
+#: ``typ`` values accepted (RFC 9101 §10.8, RFC 8725 §3.11), after dropping ``application/``.
+ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
+#: Header parameters whose ``crit`` listing the gateway understands: none.
+UNDERSTOOD_CRITICAL: frozenset[str] = frozenset()
+MAX_JTI_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedObject:
+    """A request object whose signature verified; claims not yet validated."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    encrypted: bool
+
+
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def _b64decode(segment: str) -> bytes:
+    if not _BASE64URL.match(segment):
+        raise InvalidRequestObject("the request object is not valid base64url")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidRequestObject("the request object is not valid base64url") from None
+
+
+def _json_object(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64decode(segment))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestObject(f"the request object's {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestObject(f"the request object's {what} is not a JSON object")
+    return value
+
+
+def split_compact(token: str) -> list[str]:
+    """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
+    parts = token.split(".")
+    if len(parts) not in (3, 5) or not all(parts[:1]):
+        raise InvalidRequestObject("the request object is not a compact JWS or JWE")
+    return parts
+
+
+def decrypt_request_object(
+    token: str, keyring: Keyring, client: RegisteredClient
+) -> tuple[str, bool]:
+    """Return the signed inner JWT and whether the object was encrypted.
+
+    A client that registered ``request_object_encryption_alg``/``_enc`` must encrypt with
+    exactly those, and may not send a plain object.
+    """
+    parts = split_compact(token)
+    meta = client.meta
+    if len(parts) == 3:
+        if meta.request_object_encryption_alg is not None:
+            raise InvalidRequestObject(
+                "this client must encrypt its request objects "
+                f"({meta.request_object_encryption_alg}/{meta.request_object_encryption_enc})"
+            )
+        return token, False
+    header = _json_object(parts[0], "JWE header")
+    alg, enc = header.get("alg"), header.get("enc")
+    if alg not in ENCRYPTION_ALGS or alg not in keyring.decryption_algs:
+        raise InvalidRequestObject(f"JWE alg {alg!r} is not supported")
+    if enc not in ENCRYPTION_ENCS:
+        raise InvalidRequestObject(f"JWE enc {enc!r} is not supported")
+    if "zip" in header:
+        raise InvalidRequestObject("compressed (zip) request objects are refused (RFC 8725 §3.6)")
+    _refuse_unknown_critical(header)
+    if meta.request_object_encryption_alg is not None and (
+        alg != meta.request_object_encryption_alg or enc != meta.request_object_encryption_enc
+    ):
+        raise InvalidRequestObject(
+            f"this client registered {meta.request_object_encryption_alg}/"
+            f"{meta.request_object_encryption_enc}, not {alg}/{enc}"
+        )
+    try:
+        decrypted = jwe.decrypt_compact(token, keyring.decryption_keys, algorithms=[alg, enc])
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise InvalidRequestObject("the request object could not be decrypted") from None
+    plaintext = decrypted.plaintext
+    if plaintext is None:  # pragma: no cover - joserfc always sets it after decryption
+        raise InvalidRequestObject("the request object could not be decrypted")
+    try:
+        inner = plaintext.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidRequestObject("the encrypted request object is not a signed JWT") from None
+    if len(inner.split(".")) != 3:
+        raise InvalidRequestObject(
+            "an encrypted request object must contain a signed JWT (RFC 9101 §10.2)"
+        )
+    return inner, True
+
+
+def _refuse_unknown_critical(header: dict[str, Any]) -> None:
+    crit = header.get("crit")
+    if crit is None:
+        return
+    if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
+        raise InvalidRequestObject("the crit header must be a non-empty list of names")
+    unknown = [name for name in crit if name not in UNDERSTOOD_CRITICAL]
+    if unknown:
+        raise InvalidRequestObject(f"critical header parameter(s) not understood: {unknown}")
+
+
+async def verify_request_object(
+    token: str, client: RegisteredClient, jwks: JwksCache, encrypted: bool = False
+) -> VerifiedObject:
+    """Check the JWS signature with the client's registered keys only.
+
+    ``jku``, ``x5u``, ``jwk`` and ``x5c`` in the header are never used; ``kid`` selects
+    among the client's keys; the alg must be on the allow-list, fit the key, and equal
+    the client's ``request_object_signing_alg`` when it registered one.
+    """
+    header_segment, payload_segment, _ = split_compact(token)
+    header = _json_object(header_segment, "header")
+    alg = header.get("alg")
+    if alg == "none":
+        raise InvalidRequestObject("unsigned request objects (alg none) are refused")
+    if not isinstance(alg, str) or alg not in SIGNING_ALGS:
+        raise InvalidRequestObject(f"request object alg {alg!r} is not allowed")
+    pinned = client.meta.request_object_signing_alg
+    if pinned is not None and alg != pinned:
+        raise InvalidRequestObject(f"this client must sign request objects with {pinned}")
+    _refuse_unknown_critical(header)
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidRequestObject("kid must be a string")
+    try:
+        keys = await jwks.keys_for(client, kid)
+    except ClientKeysUnavailable as exc:
+        raise InvalidRequestObject(f"the client's keys are unavailable: {exc}") from None
+    candidates = _candidate_keys(keys, kid, alg)
+    if not candidates and kid is not None and any(key.kid == kid for key in keys):
+        raise InvalidRequestObject(f"the client's key {kid!r} does not fit alg {alg}")
+    if not candidates:
+        raise InvalidRequestObject(
+            f"no key with kid {kid!r} is registered for this client"
+            if kid is not None
+            else f"no registered key of this client fits alg {alg}"
+        )
+    for key in candidates:
+        try:
+            jws.deserialize_compact(token, key, algorithms=[alg])
+            break
+        except (JoseError, ValueError, TypeError):
+            continue
+    else:
+        raise InvalidRequestObject("the request object's signature does not verify")
+    claims = _json_object(payload_segment, "payload")
+    return VerifiedObject(header=header, claims=claims, encrypted=encrypted)
+
+
+def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
+    found = []
+    for key in keys:
+        if kid is not None and key.kid != kid:
+            continue
+        if key.get("use") == "enc" or not alg_fits_key(alg, key):
+            continue
+        if key.alg is not None and key.alg != alg:
+            continue
+        found.append(key)
+    return found
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestObject(f"claim {name!r} must be a number")
+    return float(value)
+
+
+def _media_type(typ: str) -> str:
+    lowered = typ.lower()
+    return lowered.removeprefix("application/") if "/" in lowered else lowered
+
+
+def validate_claims(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float | None = None,
+) -> None:
+    """The claim rules of RFC 9101 §4, §5, §6.3 and §10.8, and the gateway's time bounds."""
+    header, claims = verified.header, verified.claims
+    now = time.time() if now is None else now
+    skew = settings.clock_skew_seconds
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or _media_type(typ) not in ACCEPTED_TYPES):
+        raise InvalidRequestObject(
+            f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)"
+        )
+    for name in ("iss", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidRequestObject(f"claim {name!r} must be a string")
+    exp, nbf, iat = (_number(claims, name) for name in ("exp", "nbf", "iat"))
+    if claims.get("iss") != client.client_id:
+        raise InvalidRequestObject("iss must be the client_id")
+    _check_audience(claims.get("aud"), settings.issuer)
+    if exp is None:
+        raise InvalidRequestObject("exp is required")
+    if exp <= now - skew:
+        raise InvalidRequestObject("the request object has expired")
+    if nbf is not None and nbf > now + skew:
+        raise InvalidRequestObject("the request object is not valid yet (nbf)")
+    if iat is not None and iat > now + skew:
+        raise InvalidRequestObject("the request object was issued in the future (iat)")
+    longest = settings.max_request_object_lifetime_seconds
+    for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
+        if start is not None and exp - start > longest + (skew if name == "now" else 0):
+            raise InvalidRequestObject(f"exp is more than {longest} s after {name}")
+    jti = claims.get("jti")
+    if isinstance(jti, str) and len(jti.encode()) > MAX_JTI_BYTES:
+        raise InvalidRequestObject(f"jti is longer than {MAX_JTI_BYTES} bytes")
+    for name in ("request", "request_uri"):
+        if name in claims:
+            raise InvalidRequestObject(f"a request object must not contain {name!r} (RFC 9101 §4)")
+    inner_client = claims.get("client_id")
+    if inner_client is not None and inner_client != outer.get("client_id"):
+        raise InvalidRequestObject("client_id in the request object differs from the request's")
+    if "response_type" in outer and claims.get("response_type") != outer["response_type"]:
+        raise InvalidRequestObject("response_type in the request object differs from the request's")
+
+
+def _check_audience(aud: Any, issuer: str) -> None:
+    if isinstance(aud, str):
+        if aud != issuer:
+            raise InvalidRequestObject("aud must be the issuer")
+        return
+    if isinstance(aud, list) and aud:
+        if not all(isinstance(member, str) for member in aud):
+            raise InvalidRequestObject("aud must be a string or an array of strings")
+        if issuer not in aud:
+            raise InvalidRequestObject("aud must contain the issuer")
+        return
+    raise InvalidRequestObject("aud is required and must be the issuer")
+
+
+async def claim_jti(
+    store: Store,
+    client: RegisteredClient,
+    verified: VerifiedObject,
+    token: str,
+    settings: Settings,
+    *,
+    now: float | None = None,
+) -> None:
+    """Record the object as used until it expires (plus skew); a second use is a replay.
+
+    Without a ``jti`` the object's SHA-256 stands in for it.
+    """
+    now = time.time() if now is None else now
+    jti = verified.claims.get("jti")
+    identity = (
+        jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    )
+    exp = float(verified.claims["exp"])
+    ttl = max(1.0, exp + settings.clock_skew_seconds - now)
+    if not await store.claim_once(hashed_key("jti", client.client_id, identity), ttl):
+        raise InvalidRequestObject("this request object was already used (replay)")

@@ -1,0 +1,1 @@
+"""The response side: completing flows and answering the client (JARM)."""

@@ -1,0 +1,141 @@
+"""Delivering an authorization response (or error) to the client, in the mode it asked for.
+
+``query`` and ``fragment`` redirect; ``form_post`` answers an auto-posting HTML page
+(OAuth 2.0 Form Post Response Mode) with a strict Content-Security-Policy whose one
+script is allowed by its hash. Every such answer carries ``Cache-Control: no-store`` and
+``Referrer-Policy: no-referrer``. The client's own ``state`` is restored (absent if it
+sent none) and ``iss`` is added (RFC 9207) unless already present.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+
+from proxy import appkeys
+
+#: Response types that return a token or ID token through the front channel.
+TOKEN_RESPONSE_TYPES = ("token", "id_token")
+
+_SUBMIT_SCRIPT = "document.forms[0].submit();"
+_SUBMIT_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT_SCRIPT.encode()).digest()).decode()
+
+RESPONSE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where and how a client receives its authorization response."""
+
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    #: The mode the client asked for, or None for the response type's default.
+    response_mode: str | None
+    #: The client's own state, or None if it sent none.
+    state: str | None
+
+
+def returns_tokens(response_type: str) -> bool:
+    """True when the response type returns a token or ID token in the front channel."""
+    return any(part in TOKEN_RESPONSE_TYPES for part in response_type.split())
+
+
+def effective_mode(destination: Destination) -> str:
+    """The concrete mode: the default per response type when none was asked for
+    (``query`` for ``code``/``none``, ``fragment`` otherwise; OAuth Multiple Response
+    Types §2.1, §5)."""
+    if destination.response_mode is not None:
+        return destination.response_mode
+    return "fragment" if returns_tokens(destination.response_type) else "query"
+
+
+def finish_params(
+    params: Iterable[tuple[str, str]], destination: Destination, issuer: str
+) -> list[tuple[str, str]]:
+    """The parameters as the client must see them: its own state restored, ``iss`` added."""
+    result = [(name, value) for name, value in params if name != "state"]
+    if destination.state is not None:
+        result.append(("state", destination.state))
+    if not any(name == "iss" for name, _ in result):
+        result.append(("iss", issuer))
+    return result
+
+
+def redirect_to(
+    destination: Destination,
+    params: list[tuple[str, str]],
+    mode: str,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """A redirect (query or fragment) or a form_post page carrying ``params``."""
+    if mode.startswith("form_post"):
+        response = form_post_page(destination.redirect_uri, params)
+    else:
+        encoded = urlencode(params)
+        uri = destination.redirect_uri
+        if mode.startswith("fragment"):
+            location = f"{uri}#{encoded}"
+        else:
+            separator = "" if uri.endswith(("?", "&")) else ("&" if "?" in uri else "?")
+            location = f"{uri}{separator}{encoded}"
+        response = web.Response(status=302)
+        response.headers["Location"] = location
+    for name, value in extra_headers:
+        response.headers.add(name, value)
+    response.headers.update(RESPONSE_HEADERS)
+    return response
+
+
+def form_post_page(action: str, params: list[tuple[str, str]]) -> web.Response:
+    """An auto-posting form with one script (allowed by hash) and a visible button for
+    browsers without JavaScript; no external resources."""
+    fields = "".join(
+        f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+        for name, value in params
+    )
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Submitting the authorization response</title></head><body>"
+        f'<form method="post" action="{html.escape(action)}">{fields}'
+        "<noscript><p>JavaScript is off: continue with the button.</p>"
+        '<button type="submit">Continue</button></noscript></form>'
+        f"<script>{_SUBMIT_SCRIPT}</script></body></html>"
+    )
+    target = urlsplit(action)
+    origin = f"{target.scheme}://{target.netloc}" if target.netloc else action
+    csp = (
+        f"default-src 'none'; script-src 'sha256-{_SUBMIT_SCRIPT_HASH}'; "
+        f"form-action {origin}; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def deliver(
+    app: web.Application,
+    destination: Destination,
+    params: Iterable[tuple[str, str]],
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """Answer the client at ``destination`` with ``params`` (a response or an error)."""
+    settings = app[appkeys.SETTINGS]
+    finished = finish_params(params, destination, settings.issuer)
+    return redirect_to(destination, finished, effective_mode(destination), extra_headers)
+
+
+def deliver_error(
+    app: web.Application, destination: Destination, error: str, description: str
+) -> web.Response:
+    """An authorization error response: ``error``, ``error_description``, ``state``, ``iss``
+    and nothing else (OIDC Core §3.1.2.6)."""
+    return deliver(app, destination, [("error", error), ("error_description", description)])
