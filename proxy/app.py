@@ -10,7 +10,15 @@ from aiohttp import web
 from . import appkeys
 from .clients import ClientRegistry, JwksCache, load_registry
 from .keyring import Keyring
-from .observability import REQUEST_ID, Metrics, healthz, observe, readiness_handler
+from .metadata import DISCOVERY_PATHS, Metadata
+from .observability import (
+    REQUEST_ID,
+    Handler,
+    Metrics,
+    healthz,
+    observe,
+    readiness_handler,
+)
 from .request.authorize import authorize
 from .request.obtain import create_fetch_session
 from .response.complete import relay_or_complete
@@ -91,20 +99,30 @@ def create_app(
     async def upstream_reachable() -> bool:
         return await app[appkeys.UPSTREAM].reachable()
 
-    owned = {settings.authorization_path: authorize}
+    metadata = Metadata()
+    #: The gateway's own paths and the methods it answers there itself.
+    owned: dict[str, tuple[frozenset[str], Handler]] = {
+        settings.authorization_path: (frozenset({"GET", "POST"}), authorize),
+        settings.jwks_path: (frozenset({"GET"}), metadata.jwks),
+    }
+    for path in DISCOVERY_PATHS:
+        owned[path] = (frozenset({"GET"}), metadata.discovery)
+    if settings.upstream_jwks_path is not None:
+        owned[settings.upstream_jwks_path] = (frozenset({"GET"}), metadata.merged_jwks)
 
     async def pass_through(request: web.Request) -> web.StreamResponse:
         # The gateway's own paths in another spelling (//authorize, /authorize/,
         # /authorize;jsessionid=x) must not reach the upstream unchecked.
-        handler = owned.get(canonical_path(request.path))
-        if handler is not None and request.method in ("GET", "POST"):
+        methods, handler = owned.get(canonical_path(request.path), (frozenset(), None))
+        if handler is not None and request.method in methods:
             return await handler(request)
         upstream = await app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
         return await relay_or_complete(request, upstream)
 
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readiness_handler(ping_store, upstream_reachable))
-    app.router.add_route("GET", settings.authorization_path, authorize)
-    app.router.add_route("POST", settings.authorization_path, authorize)
+    for path, (methods, handler) in owned.items():
+        for method in methods:
+            app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{tail:.*}", pass_through)
     return app

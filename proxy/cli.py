@@ -20,6 +20,7 @@ from joserfc.jwk import Key, import_key
 from . import __version__
 from .app import create_app, load_keyring
 from .clients import ClientRegistry, RegistryError, load_registry
+from .demo.run import run_demo
 from .errors import StoreUnavailable
 from .keyring import (
     GatewayKey,
@@ -29,6 +30,7 @@ from .keyring import (
     prepare_key,
     public_jwks_of,
 )
+from .metadata import issuer_problem, jwks_advice, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
 from .request.make import make_request_object
 from .settings import Settings, SettingsError, load_settings
@@ -109,6 +111,13 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
             await metrics_runner.setup()
             runners.append(metrics_runner)
             await web.TCPSite(metrics_runner, settings.host, settings.metrics_port).start()
+        async with Upstream.create_session(settings) as session:
+            document = await upstream_discovery(session, settings)
+        problem, advice = issuer_problem(settings, document), jwks_advice(settings, document)
+        if problem is not None:
+            log.error(problem)
+        if advice is not None:
+            log.warning(advice)
         await stop.wait()
         log.info(
             "draining in-flight requests",
@@ -155,7 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _probe(settings: Settings) -> list[str]:
-    problems = []
+    problems: list[str] = []
     store = build_store(settings.redis_url.get_secret_value() if settings.redis_url else None)
     try:
         await store.ping()
@@ -166,6 +175,13 @@ async def _probe(settings: Settings) -> list[str]:
     async with Upstream.create_session(settings) as session:
         if not await Upstream(session, settings).reachable():
             problems.append(f"upstream {settings.upstream_url} does not answer")
+        else:
+            document = await upstream_discovery(session, settings)
+            problem, advice = issuer_problem(settings, document), jwks_advice(settings, document)
+            if problem is not None:
+                problems.append(problem)
+            if advice is not None:
+                print(f"jargate: warning: {advice}", file=sys.stderr)
     return problems
 
 
@@ -254,11 +270,8 @@ def cmd_request_object(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print(
-        "jargate demo: the end-to-end JAR + JARM demo arrives with the JARM work "
-        "(issue 4); nothing to show yet."
-    )
-    return 0
+    setup_logging("warning", "text")
+    return asyncio.run(run_demo(serve=args.serve))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,6 @@
-"""A small legacy-style authorization server for tests: it knows nothing of JAR or JARM.
-
-It records every request it receives (so tests can assert "the upstream got nothing"),
-and offers the odd endpoints a reverse proxy must pass through untouched.
+"""The legacy-style upstream for tests: the demo's legacy authorization server (which knows
+nothing of JAR or JARM), plus the odd endpoints a reverse proxy must pass through untouched.
+It records every request it receives, so tests can assert "the upstream got nothing".
 Run alone with ``python -m tests.legacy_upstream --port N``.
 """
 
@@ -10,65 +9,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import hashlib
-import json
-import secrets
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
-from multidict import CIMultiDict
+
+from proxy.demo import legacy
+from proxy.demo.legacy import LEGACY, Received, record
+
+__all__ = ["Received", "Recorder", "legacy_app", "pattern"]
 
 
 @dataclass
-class Received:
-    """One request as the upstream saw it."""
+class Recorder(legacy.Recorder):
+    """What the upstream received, plus hooks to hold responses open in streaming tests."""
 
-    method: str
-    raw_path: str
-    headers: CIMultiDict[str]
-    body_sha256: str
-    body_length: int
-
-
-@dataclass
-class Recorder:
-    """Everything the upstream received, in order."""
-
-    requests: list[Received] = field(default_factory=list)
-    #: Set by tests that need to hold an upstream response open.
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     first_chunk_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def paths(self) -> list[str]:
-        return [r.raw_path for r in self.requests]
+    def on_first_chunk(self) -> None:
+        self.first_chunk_seen.set()
 
 
-RECORDER = web.AppKey("recorder", Recorder)
-
-
-async def _record(request: web.Request) -> Received:
-    digest = hashlib.sha256()
-    length = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        if not request.app[RECORDER].first_chunk_seen.is_set():
-            request.app[RECORDER].first_chunk_seen.set()
-        digest.update(chunk)
-        length += len(chunk)
-    received = Received(
-        method=request.method,
-        raw_path=request.raw_path,
-        headers=CIMultiDict(request.headers),
-        body_sha256=digest.hexdigest(),
-        body_length=length,
-    )
-    request.app[RECORDER].requests.append(received)
-    return received
+def _recorder(request: web.Request) -> Recorder:
+    recorder = request.app[LEGACY].recorder
+    assert isinstance(recorder, Recorder)
+    return recorder
 
 
 async def echo(request: web.Request) -> web.Response:
-    received = await _record(request)
+    received = await record(request)
     return web.json_response(
         {
             "method": received.method,
@@ -88,7 +57,7 @@ def pattern(size: int) -> bytes:
 
 
 async def big(request: web.Request) -> web.StreamResponse:
-    await _record(request)
+    await record(request)
     size = int(request.query.get("size", "0"))
     response = web.StreamResponse()
     response.content_type = "application/octet-stream"
@@ -106,18 +75,18 @@ async def big(request: web.Request) -> web.StreamResponse:
 
 async def held(request: web.Request) -> web.StreamResponse:
     """Sends a first chunk, then waits for the test to open the gate."""
-    await _record(request)
+    await record(request)
     response = web.StreamResponse()
     await response.prepare(request)
     await response.write(b"first;")
-    await request.app[RECORDER].gate.wait()
+    await _recorder(request).gate.wait()
     await response.write(b"rest")
     await response.write_eof()
     return response
 
 
 async def cookies(request: web.Request) -> web.Response:
-    await _record(request)
+    await record(request)
     response = web.Response(text="cookies")
     response.headers.add("Set-Cookie", "a=1; Path=/; HttpOnly")
     response.headers.add("Set-Cookie", "b=2; Path=/; Secure")
@@ -130,21 +99,28 @@ async def cookies(request: web.Request) -> web.Response:
 
 
 async def redirect(request: web.Request) -> web.Response:
-    await _record(request)
+    await record(request)
     # Set by hand: web.HTTPFound would normalise the URL, and we test that nothing does.
     return web.Response(
         status=302, headers={"Location": "https://elsewhere.example/landing?x=1&y=%2F#frag"}
     )
 
 
+async def bounce(request: web.Request) -> web.Response:
+    """Redirects to whatever ``location`` says: a stand-in for any upstream handler that
+    sends the browser back to the client (tests replay and forge callbacks with it)."""
+    await record(request)
+    return web.Response(status=302, headers={"Location": request.query["location"]})
+
+
 async def slow(request: web.Request) -> web.Response:
-    await _record(request)
+    await record(request)
     await asyncio.sleep(float(request.query.get("seconds", "1")))
     return web.Response(text="slow")
 
 
 async def gzipped(request: web.Request) -> web.Response:
-    await _record(request)
+    await record(request)
     body = gzip.compress(b"hello compressed world" * 100, mtime=0)
     return web.Response(
         body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
@@ -152,83 +128,25 @@ async def gzipped(request: web.Request) -> web.Response:
 
 
 async def no_content(request: web.Request) -> web.Response:
-    await _record(request)
+    await record(request)
     return web.Response(status=204)
-
-
-async def authorize(request: web.Request) -> web.Response:
-    """A legacy authorization endpoint: issues a code straight back to redirect_uri.
-
-    With ``prompt=login`` and no session it behaves like a Spring-style server: it saves
-    the request, sends the browser to its login page, and the login page sends the
-    browser back to the saved request afterwards.
-    """
-    await _record(request)
-    query = request.query
-    redirect_uri = query.get("redirect_uri")
-    if not redirect_uri:
-        return web.json_response({"error": "invalid_request"}, status=400)
-    if query.get("prompt") == "login" and "sid" not in request.cookies:
-        return web.Response(
-            status=302, headers={"Location": "/login?" + urlencode({"return": request.raw_path})}
-        )
-    if query.get("scope") == "deny":
-        params = {"error": "access_denied", "error_description": "the user said no"}
-        if "state" in query:
-            params["state"] = query["state"]
-        separator = "&" if "?" in redirect_uri else "?"
-        return web.Response(
-            status=302, headers={"Location": redirect_uri + separator + urlencode(params)}
-        )
-    params = {"code": secrets.token_urlsafe(16)}
-    if "state" in query:
-        params["state"] = query["state"]
-    separator = "&" if "?" in redirect_uri else "?"
-    raise web.HTTPFound(redirect_uri + separator + urlencode(params))
-
-
-async def login(request: web.Request) -> web.Response:
-    """The login page: signs the user in and replays the saved authorization request."""
-    await _record(request)
-    response = web.Response(status=302, headers={"Location": request.query["return"]})
-    response.set_cookie("sid", "session-1", httponly=True)
-    return response
-
-
-async def discovery(request: web.Request) -> web.Response:
-    await _record(request)
-    issuer = request.app[ISSUER]
-    document: dict[str, Any] = {
-        "issuer": issuer,
-        "authorization_endpoint": f"{issuer}/authorize",
-        "token_endpoint": f"{issuer}/token",
-        "jwks_uri": f"{issuer}/jwks",
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "fragment", "form_post"],
-    }
-    return web.Response(text=json.dumps(document), content_type="application/json")
-
-
-ISSUER = web.AppKey("issuer", str)
 
 
 def legacy_app(
     recorder: Recorder | None = None, issuer: str = "http://127.0.0.1:8000"
 ) -> web.Application:
     """The upstream app; pass a :class:`Recorder` to inspect what it received."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[RECORDER] = recorder or Recorder()
-    app[ISSUER] = issuer
+    app = legacy.legacy_app(issuer, recorder or Recorder(), client_max_size=64 * 1024 * 1024)
     app.router.add_get("/big", big)
     app.router.add_get("/held", held)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/bounce", bounce)
+    # RFC 8414's document too (the demo's server has only OpenID Connect's).
+    app.router.add_get("/.well-known/oauth-authorization-server", legacy.discovery)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/empty", no_content)
-    app.router.add_get("/authorize", authorize)
-    app.router.add_get("/login", login)
-    app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

@@ -49,11 +49,27 @@ def test_check_reaches_store_and_upstream(legacy_process: str, redis_url: str) -
     result = run(
         "check",
         JARGATE_UPSTREAM_URL=legacy_process,
-        JARGATE_ISSUER="https://idp.example",
+        JARGATE_ISSUER="http://127.0.0.1:8000",
         JARGATE_REDIS_URL=redis_url,
     )
-    assert result.returncode == 0, result.stderr
+    assert 0 == result.returncode, result.stderr
     assert "reachable: store and upstream answer" in result.stdout
+    assert "set JARGATE_UPSTREAM_JWKS_PATH=/jwks" in result.stderr
+
+
+def test_check_refuses_an_issuer_the_upstream_does_not_have(legacy_process: str) -> None:
+    """JARGATE_ISSUER must be the upstream's own issuer; `jargate check` says so loudly."""
+    result = run(
+        "check",
+        JARGATE_UPSTREAM_URL=legacy_process,
+        JARGATE_ISSUER="https://idp.example",
+        JARGATE_UPSTREAM_JWKS_PATH="/jwks",
+    )
+    assert 1 == result.returncode
+    assert (
+        "JARGATE_ISSUER is 'https://idp.example' but the upstream's discovery says its issuer "
+        "is 'http://127.0.0.1:8000'"
+    ) in result.stderr
 
 
 def test_check_fails_when_upstream_is_down() -> None:

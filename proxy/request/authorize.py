@@ -35,7 +35,7 @@ from proxy.errors import (
 from proxy.flows import Flow, looks_like_handle, new_handle, params_digest, peek_flow, save_flow
 from proxy.observability import REQUEST_ID
 from proxy.response.complete import relay_or_complete
-from proxy.response.deliver import Destination, deliver_error
+from proxy.response.deliver import Destination, deliver_error, returns_tokens
 
 from .obtain import (
     check_request_object_size,
@@ -102,6 +102,23 @@ def trusted_destination(
     )
 
 
+def check_response_mode(destination: Destination, client: RegisteredClient) -> None:
+    """Tokens never travel in a query: not with ``query`` (OAuth Multiple Response Types
+    §3.0) and not with ``query.jwt`` unless the response is encrypted (JARM §2.3.1)."""
+    if not returns_tokens(destination.response_type):
+        return
+    if destination.response_mode == "query":
+        raise InvalidRequest("response_mode query cannot carry tokens")
+    if (
+        destination.response_mode == "query.jwt"
+        and client.meta.authorization_encrypted_response_alg is None
+    ):
+        raise InvalidRequest(
+            "response_mode query.jwt cannot carry tokens unless the response is encrypted "
+            "(JARM §2.3.1)"
+        )
+
+
 def outer_destination(params: dict[str, str], client: RegisteredClient) -> Destination | None:
     """Where errors go before a request object verified: the outer parameters' redirect
     URI, only when it is explicitly named and registered."""
@@ -140,6 +157,7 @@ async def verified_request(
     try:
         if "response_type" not in inner:
             raise InvalidRequestObject("response_type is required in the request object")
+        check_response_mode(destination, client)
         await claim_jti(app[appkeys.STORE], client, verified, signed, settings)
     except TemporarilyUnavailable:
         raise
@@ -157,6 +175,7 @@ def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
     destination = trusted_destination(params, client, InvalidRequest)
     if "response_type" not in params:
         raise InvalidRequest("response_type is required")
+    check_response_mode(destination, client)
     return Accepted(
         params={**params, "redirect_uri": destination.redirect_uri},
         destination=destination,
@@ -201,21 +220,23 @@ async def authorize(request: web.Request) -> web.StreamResponse:
                 source="plain",
             )
         else:
-            return _refuse(request, refusal, client, params, source)
+            return await _refuse(request, refusal, client, params, source)
     except TemporarilyUnavailable:
         _decide(request, client.client_id, "refused", "temporarily_unavailable", source)
         raise
     except VerifiedRefusal as refusal:
         _decide(request, client.client_id, "refused", refusal.err.error, source)
-        return deliver_error(app, refusal.destination, refusal.err.error, refusal.err.description)
+        return await deliver_error(
+            app, refusal.destination, refusal.err.error, refusal.err.description
+        )
     except GatewayError as err:
-        return _refuse(request, err, client, params, source)
+        return await _refuse(request, err, client, params, source)
     else:
         _decide(request, client.client_id, "accepted", "none", source)
     return await forward(request, accepted)
 
 
-def _refuse(
+async def _refuse(
     request: web.Request,
     err: GatewayError,
     client: RegisteredClient,
@@ -226,7 +247,7 @@ def _refuse(
     destination = outer_destination(params, client)
     if destination is None:
         return error_page(request, err)
-    return deliver_error(request.app, destination, err.error, err.description)
+    return await deliver_error(request.app, destination, err.error, err.description)
 
 
 async def forward(request: web.Request, accepted: Accepted) -> web.StreamResponse:

@@ -105,7 +105,7 @@ async def complete_flow(
         for name, value in end_to_end(upstream.headers.items())
         if name.lower() not in _REPLACED
     ]
-    return deliver(app, destination_of(flow), params, headers)
+    return await deliver(app, destination_of(flow), params, headers)
 
 
 def destination_of(flow: Flow) -> Destination:

@@ -2,9 +2,12 @@
 
 ``query`` and ``fragment`` redirect; ``form_post`` answers an auto-posting HTML page
 (OAuth 2.0 Form Post Response Mode) with a strict Content-Security-Policy whose one
-script is allowed by its hash. Every such answer carries ``Cache-Control: no-store`` and
-``Referrer-Policy: no-referrer``. The client's own ``state`` is restored (absent if it
-sent none) and ``iss`` is added (RFC 9207) unless already present.
+script is allowed by its hash. The JWT modes (JARM §2.3) carry one ``response``
+parameter and nothing else: ``query.jwt``, ``fragment.jwt``, ``form_post.jwt``, and
+``jwt`` (``query.jwt`` for response types without tokens, ``fragment.jwt`` otherwise).
+Every such answer carries ``Cache-Control: no-store`` and ``Referrer-Policy:
+no-referrer``. The client's own ``state`` is restored (absent if it sent none); plain
+modes get ``iss`` added (RFC 9207) unless already present, JWT modes carry it inside.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from proxy import appkeys
+from proxy.clients import ClientKeysUnavailable
+from proxy.response.jarm import JarmKeyMissing, build_jarm_response, encryption_key_for
 
 #: Response types that return a token or ID token through the front channel.
 TOKEN_RESPONSE_TYPES = ("token", "id_token")
@@ -50,19 +55,31 @@ def returns_tokens(response_type: str) -> bool:
 def effective_mode(destination: Destination) -> str:
     """The concrete mode: the default per response type when none was asked for
     (``query`` for ``code``/``none``, ``fragment`` otherwise; OAuth Multiple Response
-    Types §2.1, §5)."""
-    if destination.response_mode is not None:
-        return destination.response_mode
-    return "fragment" if returns_tokens(destination.response_type) else "query"
+    Types §2.1, §5), and the same rule for ``jwt`` (JARM §2.3.4)."""
+    mode = destination.response_mode
+    fragment = returns_tokens(destination.response_type)
+    if mode is None:
+        return "fragment" if fragment else "query"
+    if mode == "jwt":
+        return "fragment.jwt" if fragment else "query.jwt"
+    return mode
+
+
+def restore_state(
+    params: Iterable[tuple[str, str]], destination: Destination
+) -> list[tuple[str, str]]:
+    """The parameters with the client's own state in place of the flow handle."""
+    result = [(name, value) for name, value in params if name != "state"]
+    if destination.state is not None:
+        result.append(("state", destination.state))
+    return result
 
 
 def finish_params(
     params: Iterable[tuple[str, str]], destination: Destination, issuer: str
 ) -> list[tuple[str, str]]:
     """The parameters as the client must see them: its own state restored, ``iss`` added."""
-    result = [(name, value) for name, value in params if name != "state"]
-    if destination.state is not None:
-        result.append(("state", destination.state))
+    result = restore_state(params, destination)
     if not any(name == "iss" for name, _ in result):
         result.append(("iss", issuer))
     return result
@@ -121,21 +138,42 @@ def form_post_page(action: str, params: list[tuple[str, str]]) -> web.Response:
     )
 
 
-def deliver(
+async def deliver(
     app: web.Application,
     destination: Destination,
     params: Iterable[tuple[str, str]],
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> web.Response:
-    """Answer the client at ``destination`` with ``params`` (a response or an error)."""
+    """Answer the client at ``destination`` with ``params`` (a response or an error),
+    wrapped in a JARM response when it asked for a JWT mode."""
     settings = app[appkeys.SETTINGS]
-    finished = finish_params(params, destination, settings.issuer)
-    return redirect_to(destination, finished, effective_mode(destination), extra_headers)
+    mode = effective_mode(destination)
+    if not mode.endswith(".jwt"):
+        finished = finish_params(params, destination, settings.issuer)
+        return redirect_to(destination, finished, mode, extra_headers)
+    client = app[appkeys.REGISTRY].get(destination.client_id)
+    if client is None:
+        raise JarmKeyMissing(f"client {destination.client_id!r} is no longer registered")
+    encryption_key = None
+    if client.meta.authorization_encrypted_response_alg is not None:
+        try:
+            keys = await app[appkeys.JWKS_CACHE].keys_for(client)
+        except ClientKeysUnavailable as exc:
+            raise JarmKeyMissing(f"the client's keys are unavailable: {exc}") from None
+        encryption_key = encryption_key_for(client, keys)
+    token = build_jarm_response(
+        restore_state(params, destination),
+        client,
+        app[appkeys.KEYRING],
+        settings,
+        encryption_key=encryption_key,
+    )
+    return redirect_to(destination, [("response", token)], mode, extra_headers)
 
 
-def deliver_error(
+async def deliver_error(
     app: web.Application, destination: Destination, error: str, description: str
 ) -> web.Response:
     """An authorization error response: ``error``, ``error_description``, ``state``, ``iss``
-    and nothing else (OIDC Core §3.1.2.6)."""
-    return deliver(app, destination, [("error", error), ("error_description", description)])
+    and nothing else (OIDC Core §3.1.2.6), wrapped in JARM for JWT modes (JARM §2.1)."""
+    return await deliver(app, destination, [("error", error), ("error_description", description)])

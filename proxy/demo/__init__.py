@@ -1,0 +1,1 @@
+"""``jargate demo``: a bundled legacy server, the gateway in front of it, one flow shown."""
