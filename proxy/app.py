@@ -21,6 +21,7 @@ from .observability import (
 )
 from .request.authorize import authorize
 from .request.obtain import create_fetch_session
+from .request.par import push
 from .response.complete import relay_or_complete
 from .settings import Settings
 from .store import Store, build_store
@@ -100,6 +101,7 @@ def create_app(
         return await app[appkeys.UPSTREAM].reachable()
 
     metadata = Metadata()
+    app[appkeys.METADATA] = metadata
     #: The gateway's own paths and the methods it answers there itself.
     owned: dict[str, tuple[frozenset[str], Handler]] = {
         settings.authorization_path: (frozenset({"GET", "POST"}), authorize),
@@ -107,6 +109,7 @@ def create_app(
     }
     for path in DISCOVERY_PATHS:
         owned[path] = (frozenset({"GET"}), metadata.discovery)
+    owned[settings.par_path] = (frozenset({"POST", "GET", "PUT", "DELETE", "PATCH"}), push)
     if settings.upstream_jwks_path is not None:
         owned[settings.upstream_jwks_path] = (frozenset({"GET"}), metadata.merged_jwks)
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .clients import ClientRegistry, JwksCache
 from .keyring import Keyring
+from .metadata import Metadata
 from .observability import Metrics
 from .settings import Settings
 from .store import Store
@@ -21,5 +22,6 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 #: Outbound HTTP for client jwks_uri and request_uri fetches (never the upstream pool).
 OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
 JWKS_CACHE = web.AppKey("jwks_cache", JwksCache)
+METADATA = web.AppKey("metadata", Metadata)
 #: request_uri fetches: a separate session whose resolver refuses non-public addresses.
 FETCH = web.AppKey("fetch", aiohttp.ClientSession)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from .keyring import (
 )
 from .metadata import issuer_problem, jwks_advice, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
-from .request.make import make_request_object
+from .request.make import make_request_object, par_form
 from .settings import Settings, SettingsError, load_settings
 from .store import build_store
 from .upstream import Upstream
@@ -242,6 +243,25 @@ def _encryption_key(source: str) -> Key:
     raise CommandError(f"--encrypt-to {source}: no key with use 'enc'")
 
 
+def _post_form(url: str, form: dict[str, str]) -> dict[str, Any]:
+    """POST a form and return the JSON answer; a refusal is a CommandError with its body."""
+    request = urllib.request.Request(  # noqa: S310 - the operator's own gateway URL
+        url,
+        data=urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        raise CommandError(
+            f"{url} answered {exc.code}: {exc.read().decode(errors='replace')}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandError(f"{url}: {exc}") from None
+
+
 def cmd_request_object(args: argparse.Namespace) -> int:
     issuer = args.issuer or os.environ.get("JARGATE_ISSUER")
     if not issuer:
@@ -252,8 +272,9 @@ def cmd_request_object(args: argparse.Namespace) -> int:
         if not separator or not name:
             raise CommandError(f"--param {item!r}: expected name=value")
         params[name] = value
+    signing_key = _first_key(args.key, "sig")
     built = make_request_object(
-        _first_key(args.key, "sig"),
+        signing_key,
         args.client_id,
         issuer,
         params,
@@ -261,7 +282,14 @@ def cmd_request_object(args: argparse.Namespace) -> int:
     )
     path = os.environ.get("JARGATE_AUTHORIZATION_PATH", "/authorize")
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(issuer))
-    url = f"{origin}{path}?" + urlencode({"client_id": args.client_id, "request": built.jwt})
+    query = {"client_id": args.client_id, "request": built.jwt}
+    if args.par:
+        par_url = origin + os.environ.get("JARGATE_PAR_PATH", "/par")
+        form = par_form(built, signing_key, args.client_id, issuer)
+        pushed = _post_form(par_url, form)
+        print(f"pushed to {par_url}: {json.dumps(pushed)}\n")
+        query = {"client_id": args.client_id, "request_uri": pushed["request_uri"]}
+    url = f"{origin}{path}?" + urlencode(query)
     print(f"request object:\n{built.jwt}\n")
     print("claims:\n" + json.dumps(built.claims, indent=2) + "\n")
     print(f"code_verifier (keep it for the token request):\n{built.code_verifier}\n")
@@ -321,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--encrypt-to", metavar="JWKS_URL_OR_FILE", help="encrypt to the gateway's enc key"
     )
     request_object.add_argument("--issuer", help="the gateway's issuer (default JARGATE_ISSUER)")
+    request_object.add_argument(
+        "--par",
+        action="store_true",
+        help="push it to the PAR endpoint (private_key_jwt with the same key) and print the "
+        "authorization URL with the request_uri",
+    )
     request_object.set_defaults(run=cmd_request_object)
 
     demo = commands.add_parser("demo", help="run the bundled end-to-end demo")

@@ -139,14 +139,17 @@ _NO_STORE = {
 }
 
 
-def error_page(request: web.BaseRequest, err: GatewayError) -> web.Response:
-    """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers."""
+def error_page(
+    request: web.BaseRequest, err: GatewayError, json_only: bool = False
+) -> web.Response:
+    """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers
+    (never for back-channel endpoints: ``json_only``)."""
     headers = dict(_NO_STORE)
     if isinstance(err, InvalidClient) and request.headers.get("Authorization", "").startswith(
         "Basic"
     ):
         headers["WWW-Authenticate"] = 'Basic realm="jargate", charset="UTF-8"'
-    if wants_html(request):
+    if not json_only and wants_html(request):
         headers["Content-Security-Policy"] = "default-src 'none'"
         body = _PAGE.format(error=html.escape(err.error), description=html.escape(err.description))
         return web.Response(status=err.status, text=body, content_type="text/html", headers=headers)

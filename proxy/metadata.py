@@ -97,14 +97,14 @@ class Metadata:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
-    async def discovery(self, request: web.Request) -> web.Response:
-        """A discovery document: the upstream's, augmented, or one built from the settings."""
+    async def document(self, request: web.Request, path: str) -> dict[str, Any]:
+        """The discovery document at ``path``: the upstream's, augmented, or one built from
+        the settings; cached for a minute."""
         app = request.app
         settings, keyring = app[appkeys.SETTINGS], app[appkeys.KEYRING]
-        path = request.path
         cached = self._cache.get(path)
         if cached is not None and cached[0] > time.monotonic():
-            return web.json_response(cached[1], headers=_JSON_HEADERS)
+            return cached[1]
         upstream = await _fetch_json(request, path)
         document = (
             augment(upstream, settings, keyring)
@@ -112,7 +112,20 @@ class Metadata:
             else built_document(settings, keyring)
         )
         self._cache[path] = (time.monotonic() + CACHE_SECONDS, document)
+        return document
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        """Serve a discovery document."""
+        document = await self.document(request, request.path)
         return web.json_response(document, headers=_JSON_HEADERS)
+
+    async def token_endpoint(self, request: web.Request) -> str | None:
+        """The upstream's token endpoint URL, from its discovery document, if it names one."""
+        for path in DISCOVERY_PATHS:
+            value = (await self.document(request, path)).get("token_endpoint")
+            if isinstance(value, str):
+                return value
+        return None
 
     async def jwks(self, request: web.Request) -> web.Response:
         """The gateway's public keys."""
@@ -133,7 +146,7 @@ async def _fetch_json(request: web.Request, target: str) -> dict[str, Any] | Non
     """The upstream's JSON object at ``target``, or None when it has none (not 200, not a
     JSON object). Unreachable upstreams raise as any proxied request does."""
     upstream = await request.app[appkeys.UPSTREAM].open(
-        request, raw_target=target, method="GET", with_body=False
+        request, raw_target=target, method="GET", with_body=False, credentials=False
     )
     try:
         if upstream.status != 200:

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     strict_assertion_audience: bool = False
     workers: int = Field(default=1, ge=1, le=64)
     flow_ttl_seconds: int = Field(default=1800, ge=10, le=86400)
-    par_ttl_seconds: int = Field(default=90, ge=5, le=3600)
+    par_ttl_seconds: int = Field(default=90, ge=1, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     metrics_port: int = Field(default=9090, ge=0, le=65535)

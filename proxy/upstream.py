@@ -155,10 +155,16 @@ class Upstream:
         method: str | None = None,
         with_body: bool = True,
         request_id: str | None = None,
+        credentials: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send ``request`` upstream (optionally to another target or method) and
-        return the response with its body not yet read. The caller releases it."""
+        return the response with its body not yet read. The caller releases it.
+        ``credentials=False`` leaves the client's Authorization and cookies behind (for
+        requests the gateway makes on its own behalf)."""
         headers = forwarded_request_headers(request, self.trusted, request_id)
+        if not credentials:
+            headers.popall("Authorization", None)
+            headers.popall("Cookie", None)
         body = request.content if with_body and request.body_exists else None
         if body is None:
             headers.popall("Content-Length", None)

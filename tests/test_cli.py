@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.keyring import Keyring
-from tests.conftest import AiohttpClient, Legacy
+from tests.conftest import AiohttpClient, AiohttpServer, Legacy
 from tests.support import REPO, clean_env, free_port
 
 JARGATE = [sys.executable, "-m", "proxy"]
@@ -277,3 +277,59 @@ async def test_request_object_command_output_is_accepted(
         assert response.status == 302
         assert response.headers["Location"].startswith("https://rp.example/cb?code=")
     assert len([r for r in legacy.recorder.requests if r.raw_path.startswith("/authorize")]) == 2
+
+
+async def test_request_object_par_pushes_and_is_accepted(
+    tmp_path: Path, aiohttp_server: AiohttpServer, legacy: Legacy
+) -> None:
+    """`jargate request-object --par` pushes with private_key_jwt; its URL completes a flow."""
+    from proxy.app import create_app
+    from proxy.clients import load_registry
+    from proxy.store import MemoryStore
+    from tests.support import make_settings
+
+    key_file = tmp_path / "client.json"
+    key_file.write_text(run("keys", "generate", "--alg", "ES256", "--kid", "par-cli").stdout)
+    public = json.loads(run("keys", "public", str(key_file)).stdout)
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    clients = {
+        "clients": [
+            {
+                "client_id": "par-cli",
+                "jwks": public,
+                "redirect_uris": ["https://rp.example/cb"],
+                "require_pushed_authorization_requests": True,
+            }
+        ]
+    }
+    settings = make_settings(legacy.url, issuer=issuer, clients=json.dumps(clients))
+    app = create_app(settings, registry=load_registry(settings), store=MemoryStore())
+    server = await aiohttp_server(app, port=port)
+    process = await asyncio.create_subprocess_exec(
+        *JARGATE,
+        "request-object",
+        "--key",
+        str(key_file),
+        "--client-id",
+        "par-cli",
+        "--param",
+        "redirect_uri=https://rp.example/cb",
+        "--par",
+        cwd=REPO,
+        env=clean_env(JARGATE_ISSUER=issuer),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert 0 == process.returncode, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert any(line.startswith(f"pushed to {issuer}/par:") for line in lines)
+    url = lines[lines.index("authorization URL:") + 1]
+    assert "request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3A" in url
+    async with (
+        aiohttp.ClientSession() as browser,
+        browser.get(url, allow_redirects=False) as response,
+    ):
+        assert response.headers["Location"].startswith("https://rp.example/cb?code=")
+    await server.close()

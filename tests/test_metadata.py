@@ -132,6 +132,7 @@ def test_demo_runs_end_to_end() -> None:
         "3. The gateway's answer",
         "4. The client verifies",
         "5. The client exchanges the code",
+        "6. The same with PAR",
         "── Done",
     ):
         assert step in result.stdout

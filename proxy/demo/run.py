@@ -27,7 +27,7 @@ from proxy.app import create_app
 from proxy.clients import load_registry
 from proxy.demo.legacy import Recorder, legacy_app
 from proxy.keyring import Keyring, generate_private_jwks, prepare_key, public_jwks_of
-from proxy.request.make import make_request_object
+from proxy.request.make import make_request_object, par_form
 from proxy.settings import Settings
 from proxy.store import MemoryStore
 
@@ -159,16 +159,7 @@ class Demo:
             async with browser.get(discovery["jwks_uri"]) as response:
                 keys = KeySet.import_key_set(await response.json())
             self.say(f"   jwks_uri: {discovery['jwks_uri']} ({len(keys.keys)} keys)")
-            verified = jwt.decode(token, keys, algorithms=["ES256"])
-            registry = jwt.JWTClaimsRegistry(
-                iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": CLIENT_ID},
-                exp={"essential": True},
-            )
-            registry.validate(verified.claims)
-            self.show(verified.claims)
-            if verified.claims.get("state") != claims["state"]:
-                raise RuntimeError("the response's state is not the client's")
+            verified = self.verify(token, keys, claims["state"])
 
             self.section("5. The client exchanges the code at the token endpoint (through jargate)")
             form = {
@@ -184,7 +175,41 @@ class Demo:
             self.show(shown)
             if "access_token" not in tokens:
                 raise RuntimeError(f"the token exchange failed: {tokens}")
+
+            self.section("6. The same with PAR (RFC 9126): pushed over the back channel first")
+            built = make_request_object(
+                self.client_key,
+                CLIENT_ID,
+                self.issuer,
+                {"redirect_uri": REDIRECT_URI, "response_mode": "jwt"},
+            )
+            form = par_form(built, self.client_key, CLIENT_ID, self.issuer)
+            par_url = discovery["pushed_authorization_request_endpoint"]
+            async with browser.post(par_url, data=form) as response:
+                pushed = await response.json()
+            self.say(f"   client → POST {par_url} (private_key_jwt) → {response.status}")
+            self.show(pushed)
+            query = urlencode({"client_id": CLIENT_ID, "request_uri": pushed["request_uri"]})
+            self.say(f"   browser → GET {self.issuer}/authorize?{_short(query, 70)}")
+            async with browser.get(f"{self.issuer}/authorize?{query}", allow_redirects=False) as r:
+                location = r.headers["Location"]
+            self.say(f"   302 Location: {_short(location, 90)}")
+            token = parse_qs(urlsplit(location).query)["response"][0]
+            self.verify(token, keys, built.claims["state"])
         return dict(verified.claims)
+
+    def verify(self, token: str, keys: KeySet, state: str) -> jwt.Token:
+        """Verify a JARM response as a client does (JARM §2.4) and show its claims."""
+        verified = jwt.decode(token, keys, algorithms=["ES256"])
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": self.issuer},
+            aud={"essential": True, "value": CLIENT_ID},
+            exp={"essential": True},
+        ).validate(verified.claims)
+        self.show(verified.claims)
+        if verified.claims.get("state") != state:
+            raise RuntimeError("the response's state is not the client's")
+        return verified
 
 
 async def run_demo(serve: bool = False, say: Print = print) -> int:
@@ -196,7 +221,11 @@ async def run_demo(serve: bool = False, say: Print = print) -> int:
         say("and jargate in front of it, both on loopback with throw-away keys.")
         say(f"   legacy server: {demo.legacy_url}")
         say(f"   jargate:       {demo.issuer}  (the issuer clients see)")
-        await demo.flow()
+        try:
+            await demo.flow()
+        except (aiohttp.ClientError, KeyError, ValueError, RuntimeError) as exc:
+            say(f"\njargate demo failed: {type(exc).__name__}: {exc}")
+            return 1
         demo.section("Done")
         say("   Signed request in, signed response out; the legacy server saw plain OAuth.")
         if serve:

@@ -15,7 +15,7 @@ named by a verified object or a plain request), otherwise the gateway's own erro
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 import aiohttp
@@ -34,8 +34,10 @@ from proxy.errors import (
 )
 from proxy.flows import Flow, looks_like_handle, new_handle, params_digest, peek_flow, save_flow
 from proxy.observability import REQUEST_ID
+from proxy.request.pushed import load_pushed, pushed_key, save_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
+from proxy.store import hashed_key
 
 from .obtain import (
     check_request_object_size,
@@ -141,8 +143,6 @@ async def verified_request(
         raise InvalidRequest("request and request_uri must not be used together (RFC 9101 §5)")
     if source == "value":
         token = check_request_object_size(params["request"])
-    elif source == "par":
-        raise InvalidRequestUri("the pushed authorization request is unknown or expired")
     else:
         token = await fetch_request_object(
             params["request_uri"], client, settings, app[appkeys.FETCH], app[appkeys.STORE]
@@ -206,7 +206,15 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         return await reenter(request, params, client)
 
     source = describe_source(params)
+    must_push = settings.require_par or client.meta.require_pushed_authorization_requests
+    if source != "par" and must_push:
+        refusal = PolicyRefusal("this client must use pushed authorization requests (RFC 9126)")
+        if settings.enforcement != "report":
+            return await _refuse(request, refusal, client, params, source)
+        _decide(request, client.client_id, "reported", refusal.error, source)
     try:
+        if source == "par":
+            return await authorize_pushed(request, params, client)
         if uses_jar:
             accepted = await verified_request(request, params, client)
         else:
@@ -252,7 +260,15 @@ async def _refuse(
 
 async def forward(request: web.Request, accepted: Accepted) -> web.StreamResponse:
     """Start the flow and send the plain request upstream, server-side."""
-    app = request.app
+    _, target = await start_flow(request.app, accepted)
+    return await send_upstream(request, target)
+
+
+async def start_flow(
+    app: web.Application, accepted: Accepted, par_key: str | None = None
+) -> tuple[str, str]:
+    """Store a flow for ``accepted``; return its handle and the upstream request target
+    (the authorization path with the plain, verified query, ``state`` the handle)."""
     settings = app[appkeys.SETTINGS]
     handle = new_handle()
     upstream_params = [
@@ -267,10 +283,16 @@ async def forward(request: web.Request, accepted: Accepted) -> web.StreamRespons
         state=accepted.destination.state,
         digest=params_digest(upstream_params),
         source=accepted.source,
+        par_key=par_key,
     )
     await save_flow(app[appkeys.STORE], handle, flow, settings.flow_ttl_seconds)
-    target = f"{settings.authorization_path}?{urlencode(upstream_params)}"
-    upstream = await app[appkeys.UPSTREAM].open(
+    return handle, f"{settings.authorization_path}?{urlencode(upstream_params)}"
+
+
+async def send_upstream(request: web.Request, target: str) -> web.StreamResponse:
+    """Call the upstream's authorization endpoint server-side (with the browser's headers
+    and cookies) and answer with what it says, completing the flow if it redirects back."""
+    upstream = await request.app[appkeys.UPSTREAM].open(
         request, raw_target=target, method="GET", with_body=False, request_id=REQUEST_ID.get()
     )
     return await relay_or_complete(request, upstream)
@@ -294,6 +316,41 @@ async def reenter(
 
 async def _open_upstream(request: web.Request) -> aiohttp.ClientResponse:
     return await request.app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
+
+
+async def authorize_pushed(
+    request: web.Request, params: dict[str, str], client: RegisteredClient
+) -> web.StreamResponse:
+    """A PAR handle at the authorization endpoint (RFC 9126 §4). Other parameters are
+    ignored. It is consumed at the point of authorization, not on first page load: a
+    reload before the flow completes continues the same flow; once the flow completed,
+    the handle is gone. The PAR lifetime bounds the wait before first use only."""
+    app = request.app
+    settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
+    urn = params["request_uri"]
+    pushed = await load_pushed(store, urn)
+    if pushed is None:
+        raise InvalidRequestUri("the request_uri is unknown, expired or already used")
+    if pushed.client_id != client.client_id:
+        raise InvalidRequestUri("the request_uri was pushed by another client")
+    if (
+        pushed.target is not None
+        and pushed.handle is not None
+        and await peek_flow(store, pushed.handle) is not None
+    ):
+        _decide(request, client.client_id, "accepted", "none", "par")
+        return await send_upstream(request, pushed.target)
+    if not await store.claim_once(hashed_key("par-start", urn), settings.flow_ttl_seconds):
+        raise InvalidRequestUri("the request_uri is already in use")
+    accepted = Accepted(
+        params=pushed.params,
+        destination=trusted_destination(pushed.params, client, InvalidRequestUri),
+        source="par",
+    )
+    handle, target = await start_flow(app, accepted, par_key=pushed_key(urn))
+    await save_pushed(store, urn, replace(pushed, handle=handle, target=target), settings)
+    _decide(request, client.client_id, "accepted", "none", "par")
+    return await send_upstream(request, target)
 
 
 def _decide(

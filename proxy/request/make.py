@@ -81,3 +81,37 @@ def make_request_object(
             protected["kid"] = encrypt_to.kid
         token = jwe.encrypt_compact(protected, token, encrypt_to, algorithms=[alg, encryption_enc])
     return BuiltRequest(jwt=token, claims=claims, code_verifier=verifier)
+
+
+#: RFC 7523 §2.2: the client_assertion_type of a JWT client assertion.
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def make_client_assertion(signing_key: GatewayKey, client_id: str, audience: str) -> str:
+    """An RFC 7523 client assertion for ``private_key_jwt`` at the PAR endpoint: ``iss`` =
+    ``sub`` = client_id, ``aud`` the issuer, one minute, a fresh ``jti``."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 60,
+        "jti": secrets.token_urlsafe(24),
+    }
+    header = {"alg": signing_key.alg, "kid": signing_key.kid}
+    return jws.serialize_compact(
+        header, json.dumps(claims), signing_key.key, algorithms=[signing_key.alg]
+    )
+
+
+def par_form(
+    built: BuiltRequest, signing_key: GatewayKey, client_id: str, issuer: str
+) -> dict[str, str]:
+    """The PAR body for ``built``, authenticated with ``private_key_jwt``."""
+    return {
+        "client_id": client_id,
+        "request": built.jwt,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": make_client_assertion(signing_key, client_id, issuer),
+    }

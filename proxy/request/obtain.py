@@ -27,9 +27,8 @@ from proxy.settings import Settings
 from proxy.store import Store, hashed_key
 
 from .params import MAX_REQUEST_OBJECT_BYTES
+from .pushed import PAR_URN_PREFIX
 
-#: RFC 9126 §2.2: the gateway's own handles for pushed requests.
-PAR_URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/oauth-authz-req+jwt", "application/jwt"})
 MAX_REQUEST_URI_LENGTH = 2048
 REQUEST_URI_CACHE_SECONDS = 60

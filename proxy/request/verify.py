@@ -52,30 +52,30 @@ class VerifiedObject:
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-def _b64decode(segment: str) -> bytes:
+def _b64decode(segment: str, kind: str) -> bytes:
     if not _BASE64URL.match(segment):
-        raise InvalidRequestObject("the request object is not valid base64url")
+        raise InvalidRequestObject(f"the {kind} is not valid base64url")
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidRequestObject("the request object is not valid base64url") from None
+        raise InvalidRequestObject(f"the {kind} is not valid base64url") from None
 
 
-def _json_object(segment: str, what: str) -> dict[str, Any]:
+def decode_json_segment(segment: str, part: str, kind: str = "request object") -> dict[str, Any]:
     try:
-        value = json.loads(_b64decode(segment))
+        value = json.loads(_b64decode(segment, kind))
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestObject(f"the request object's {what} is not JSON") from None
+        raise InvalidRequestObject(f"the {kind}'s {part} is not JSON") from None
     if not isinstance(value, dict):
-        raise InvalidRequestObject(f"the request object's {what} is not a JSON object")
+        raise InvalidRequestObject(f"the {kind}'s {part} is not a JSON object")
     return value
 
 
-def split_compact(token: str) -> list[str]:
+def split_compact(token: str, kind: str = "request object") -> list[str]:
     """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
     parts = token.split(".")
     if len(parts) not in (3, 5) or not all(parts[:1]):
-        raise InvalidRequestObject("the request object is not a compact JWS or JWE")
+        raise InvalidRequestObject(f"the {kind} is not a compact JWS or JWE")
     return parts
 
 
@@ -96,7 +96,7 @@ def decrypt_request_object(
                 f"({meta.request_object_encryption_alg}/{meta.request_object_encryption_enc})"
             )
         return token, False
-    header = _json_object(parts[0], "JWE header")
+    header = decode_json_segment(parts[0], "JWE header")
     alg, enc = header.get("alg"), header.get("enc")
     if alg not in ENCRYPTION_ALGS or alg not in keyring.decryption_algs:
         raise InvalidRequestObject(f"JWE alg {alg!r} is not supported")
@@ -144,22 +144,36 @@ def _refuse_unknown_critical(header: dict[str, Any]) -> None:
 async def verify_request_object(
     token: str, client: RegisteredClient, jwks: JwksCache, encrypted: bool = False
 ) -> VerifiedObject:
-    """Check the JWS signature with the client's registered keys only.
+    """Check the request object's signature (:func:`verify_client_jws`), honouring the
+    client's ``request_object_signing_alg``."""
+    header, claims = await verify_client_jws(
+        token, client, jwks, client.meta.request_object_signing_alg, "request object"
+    )
+    return VerifiedObject(header=header, claims=claims, encrypted=encrypted)
+
+
+async def verify_client_jws(
+    token: str, client: RegisteredClient, jwks: JwksCache, pinned: str | None, kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a JWS the client signed (a request object or a client assertion) with the
+    client's registered keys only; return its header and claims.
 
     ``jku``, ``x5u``, ``jwk`` and ``x5c`` in the header are never used; ``kid`` selects
     among the client's keys; the alg must be on the allow-list, fit the key, and equal
-    the client's ``request_object_signing_alg`` when it registered one.
+    ``pinned`` when the client registered one.
     """
-    header_segment, payload_segment, _ = split_compact(token)
-    header = _json_object(header_segment, "header")
+    parts = split_compact(token, kind)
+    if len(parts) != 3:
+        raise InvalidRequestObject(f"the {kind} must be a signed JWT")
+    header_segment, payload_segment, _ = parts
+    header = decode_json_segment(header_segment, "header", kind)
     alg = header.get("alg")
     if alg == "none":
-        raise InvalidRequestObject("unsigned request objects (alg none) are refused")
+        raise InvalidRequestObject(f"unsigned {kind}s (alg none) are refused")
     if not isinstance(alg, str) or alg not in SIGNING_ALGS:
-        raise InvalidRequestObject(f"request object alg {alg!r} is not allowed")
-    pinned = client.meta.request_object_signing_alg
+        raise InvalidRequestObject(f"{kind} alg {alg!r} is not allowed")
     if pinned is not None and alg != pinned:
-        raise InvalidRequestObject(f"this client must sign request objects with {pinned}")
+        raise InvalidRequestObject(f"this client must sign its {kind}s with {pinned}")
     _refuse_unknown_critical(header)
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
@@ -184,9 +198,8 @@ async def verify_request_object(
         except (JoseError, ValueError, TypeError):
             continue
     else:
-        raise InvalidRequestObject("the request object's signature does not verify")
-    claims = _json_object(payload_segment, "payload")
-    return VerifiedObject(header=header, claims=claims, encrypted=encrypted)
+        raise InvalidRequestObject(f"the {kind}'s signature does not verify")
+    return header, decode_json_segment(payload_segment, "payload", kind)
 
 
 def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
@@ -211,7 +224,7 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _media_type(typ: str) -> str:
+def media_type(typ: str) -> str:
     lowered = typ.lower()
     return lowered.removeprefix("application/") if "/" in lowered else lowered
 
@@ -228,7 +241,7 @@ def validate_claims(
     now = time.time() if now is None else now
     skew = settings.clock_skew_seconds
     typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or _media_type(typ) not in ACCEPTED_TYPES):
+    if typ is not None and (not isinstance(typ, str) or media_type(typ) not in ACCEPTED_TYPES):
         raise InvalidRequestObject(
             f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)"
         )

@@ -97,6 +97,9 @@ async def complete_flow(
         raise InvalidRequest(
             "this authorization response belongs to an unknown, expired or completed flow"
         )
+    if flow.par_key is not None:
+        # RFC 9126 §4: the pushed request is used up once its flow completed.
+        await app[appkeys.STORE].take(flow.par_key)
     params = response_params(location, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()

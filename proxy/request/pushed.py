@@ -1,0 +1,54 @@
+"""Pushed authorization requests in the store (RFC 9126): what the PAR endpoint keeps under
+a one-time ``request_uri`` and the authorization endpoint later uses."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+from proxy.settings import Settings
+from proxy.store import Store, hashed_key
+
+#: RFC 9126 §2.2: the gateway's handles for pushed requests.
+PAR_URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """A pushed, already verified authorization request."""
+
+    client_id: str
+    #: The verified authorization parameters (redirect_uri resolved).
+    params: dict[str, str]
+    #: Set at first use: the flow's handle and the upstream target, for reloads.
+    handle: str | None = None
+    target: str | None = None
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def new_request_uri() -> str:
+    """A fresh handle: the URN prefix and 256 random bits (RFC 9126 §7.1 asks for 128)."""
+    return PAR_URN_PREFIX + secrets.token_urlsafe(32)
+
+
+def pushed_key(request_uri: str) -> str:
+    """The store key of a pushed request."""
+    return hashed_key("par", request_uri)
+
+
+async def save_pushed(
+    store: Store, request_uri: str, pushed: Pushed, settings: Settings, first: bool = False
+) -> None:
+    """Keep ``pushed``: for the PAR lifetime until first use, then as long as a flow may wait."""
+    ttl = settings.par_ttl_seconds if first else settings.flow_ttl_seconds
+    await store.put(pushed_key(request_uri), pushed.to_json(), ttl)
+
+
+async def load_pushed(store: Store, request_uri: str) -> Pushed | None:
+    """The pushed request behind ``request_uri`` (without consuming it), if any."""
+    text = await store.peek(pushed_key(request_uri))
+    return None if text is None else Pushed(**json.loads(text))
