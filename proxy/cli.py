@@ -28,8 +28,7 @@ from .keyring import (
     Keyring,
     KeyringError,
     generate_private_jwks,
-    prepare_key,
-    public_jwks_of,
+    read_private_jwks,
 )
 from .metadata import issuer_problem, jwks_advice, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
@@ -195,33 +194,21 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_public(args: argparse.Namespace) -> int:
+def _private_keys(path: str) -> list[GatewayKey]:
     try:
-        document: Any = json.loads(Path(args.file).read_text())
-        print(json.dumps(public_jwks_of(document), indent=2))
-    except OSError as exc:
-        raise CommandError(f"{args.file}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CommandError(f"{args.file}: not JSON ({exc})") from None
+        return read_private_jwks(Path(path), path)
     except KeyringError as exc:
-        raise CommandError(f"{args.file}: {exc}") from None
+        raise CommandError(str(exc)) from None
+
+
+def cmd_keys_public(args: argparse.Namespace) -> int:
+    keys = _private_keys(args.file)
+    print(json.dumps({"keys": [key.public_jwk() for key in keys]}, indent=2))
     return 0
 
 
 def _first_key(path: str, use: str) -> GatewayKey:
-    try:
-        document: Any = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise CommandError(f"{path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CommandError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise CommandError(f'{path}: expected a JWKS {{"keys": [...]}}')
-    for index, item in enumerate(document["keys"]):
-        try:
-            key = prepare_key(item, f"{path} key #{index}")
-        except KeyringError as exc:
-            raise CommandError(str(exc)) from None
+    for key in _private_keys(path):
         if key.use == use:
             return key
     raise CommandError(f"{path}: no key with use {use!r}")

@@ -110,21 +110,7 @@ class Keyring:
     @classmethod
     def load(cls, path: Path) -> Keyring:
         """Load the private JWKS at ``path``."""
-        try:
-            document = json.loads(path.read_text())
-        except OSError as exc:
-            raise KeyringError(f"JARGATE_KEYS_FILE {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise KeyringError(f"JARGATE_KEYS_FILE {path}: not JSON ({exc})") from None
-        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise KeyringError(f'JARGATE_KEYS_FILE {path}: expected a JWKS {{"keys": [...]}}')
-        if not document["keys"]:
-            raise KeyringError(f"JARGATE_KEYS_FILE {path}: the key set is empty")
-        keys = [
-            prepare_key(item, f"JARGATE_KEYS_FILE key #{index}")
-            for index, item in enumerate(document["keys"])
-        ]
-        return cls(keys)
+        return cls(read_private_jwks(path, f"JARGATE_KEYS_FILE {path}"))
 
     @classmethod
     def throwaway(cls, algs: Iterable[str] = ()) -> Keyring:
@@ -181,9 +167,26 @@ def generate_private_jwks(
     return {"keys": [jwk]}
 
 
-def public_jwks_of(document: Any) -> dict[str, Any]:
-    """The public half of a private JWKS (``jargate keys public``)."""
+def prepare_keys(document: Any, label: str) -> list[GatewayKey]:
+    """Every key of a private JWKS document, prepared; ``label`` names it in errors."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise KeyringError('expected a JWKS {"keys": [...]}')
-    keys = [prepare_key(item, f"key #{i}") for i, item in enumerate(document["keys"])]
-    return {"keys": [k.public_jwk() for k in keys]}
+        raise KeyringError(f'{label}: expected a JWKS {{"keys": [...]}}')
+    if not document["keys"]:
+        raise KeyringError(f"{label}: the key set is empty")
+    return [prepare_key(item, f"{label} key #{i}") for i, item in enumerate(document["keys"])]
+
+
+def read_private_jwks(path: Path, label: str) -> list[GatewayKey]:
+    """The keys of the private JWKS file at ``path``."""
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise KeyringError(f"{label}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise KeyringError(f"{label}: not JSON ({exc})") from None
+    return prepare_keys(document, label)
+
+
+def public_jwks_of(document: Any) -> dict[str, Any]:
+    """The public half of a private JWKS document."""
+    return {"keys": [k.public_jwk() for k in prepare_keys(document, "JWKS")]}
