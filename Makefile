@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint types unit demo clean
+INTEROP       := tests/interop
+INTEROP_STAMP := $(INTEROP)/node_modules/.installed
+
+.PHONY: test lint types unit interop-deps demo clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jargate needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -13,7 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint types unit
+test: $(STAMP) lint types interop-deps unit
+
+# The interop tests need Node >= 20 and the pinned packages of tests/interop (npm ci).
+interop-deps:
+	@if command -v node >/dev/null 2>&1 && [ "$$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then \
+		if [ ! -f $(INTEROP_STAMP) ] || [ $(INTEROP)/package-lock.json -nt $(INTEROP_STAMP) ]; then \
+			npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error && touch $(INTEROP_STAMP); \
+		fi; \
+	else \
+		echo "!!! INTEROP TESTS SKIPPED: they need Node.js >= 20 (found: $$(node --version 2>/dev/null || echo none)) !!!"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check proxy tests
@@ -29,4 +42,4 @@ demo: $(STAMP)
 	$(BIN)/jargate demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(INTEROP)/node_modules

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import appkeys
 from .clients import ClientRegistry, JwksCache, load_registry
-from .keyring import Keyring
+from .keyring import Keyring, KeyringError
 from .metadata import DISCOVERY_PATHS, Metadata
 from .observability import (
     REQUEST_ID,
@@ -43,6 +43,27 @@ def load_keyring(settings: Settings, registry: ClientRegistry) -> Keyring:
     return Keyring.throwaway(wanted)
 
 
+def check_keys_cover_clients(
+    settings: Settings, registry: ClientRegistry, keyring: Keyring
+) -> None:
+    """Every signing alg the clients need has a key, and so does every decryption alg."""
+    needed = {settings.jarm_default_alg: "JARGATE_JARM_DEFAULT_ALG"}
+    for client in registry:
+        alg = client.meta.authorization_signed_response_alg
+        if alg is not None:
+            needed.setdefault(alg, f"client {client.client_id!r} authorization_signed_response_alg")
+    for alg, who in needed.items():
+        if keyring.signing_key(alg) is None:
+            raise KeyringError(f"{who} is {alg}, but the gateway has no {alg} signing key")
+    for client in registry:
+        alg = client.meta.request_object_encryption_alg
+        if alg is not None and alg not in keyring.decryption_algs:
+            raise KeyringError(
+                f"client {client.client_id!r} request_object_encryption_alg is {alg}, "
+                f"but the gateway has no {alg} decryption key"
+            )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -54,6 +75,7 @@ def create_app(
     """Build the gateway. Anything not given is loaded from ``settings``."""
     registry = load_registry(settings) if registry is None else registry
     keyring = load_keyring(settings, registry) if keyring is None else keyring
+    check_keys_cover_clients(settings, registry, keyring)
     metrics = Metrics() if metrics is None else metrics
 
     app = web.Application(

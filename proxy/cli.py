@@ -19,7 +19,7 @@ from aiohttp import web
 from joserfc.jwk import Key, import_key
 
 from . import __version__
-from .app import create_app, load_keyring
+from .app import check_keys_cover_clients, create_app, load_keyring
 from .clients import ClientRegistry, RegistryError, load_registry
 from .demo.run import run_demo
 from .errors import StoreUnavailable
@@ -49,31 +49,10 @@ def _load(env_file: str | None) -> tuple[Settings, ClientRegistry, Keyring]:
         settings = load_settings(env_file)
         registry = load_registry(settings)
         keyring = load_keyring(settings, registry)
+        check_keys_cover_clients(settings, registry, keyring)
     except (SettingsError, RegistryError, KeyringError) as exc:
         raise CommandError(str(exc)) from None
-    _check_keys_cover_clients(settings, registry, keyring)
     return settings, registry, keyring
-
-
-def _check_keys_cover_clients(
-    settings: Settings, registry: ClientRegistry, keyring: Keyring
-) -> None:
-    """Every signing alg the clients need has a key, and so does every decryption alg."""
-    needed = {settings.jarm_default_alg: "JARGATE_JARM_DEFAULT_ALG"}
-    for client in registry:
-        alg = client.meta.authorization_signed_response_alg
-        if alg is not None:
-            needed.setdefault(alg, f"client {client.client_id!r} authorization_signed_response_alg")
-    for alg, who in needed.items():
-        if keyring.signing_key(alg) is None:
-            raise CommandError(f"{who} is {alg}, but the gateway has no {alg} signing key")
-    for client in registry:
-        alg = client.meta.request_object_encryption_alg
-        if alg is not None and alg not in keyring.decryption_algs:
-            raise CommandError(
-                f"client {client.client_id!r} request_object_encryption_alg is {alg}, "
-                f"but the gateway has no {alg} decryption key"
-            )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -63,6 +63,8 @@ class LegacyState:
 
     issuer: str
     recorder: Recorder
+    #: Always bounce through the login page first (Spring-style), not only on prompt=login.
+    login_required: bool = False
     key: RSAKey = field(default_factory=_signing_key)
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -118,7 +120,8 @@ async def authorize(request: web.Request) -> web.Response:
     redirect_uri, client_id = query.get("redirect_uri"), query.get("client_id")
     if not redirect_uri or not client_id:
         return web.json_response({"error": "invalid_request"}, status=400)
-    if query.get("prompt") == "login" and "sid" not in request.cookies:
+    wants_login = state.login_required or query.get("prompt") == "login"
+    if wants_login and "sid" not in request.cookies:
         return web.Response(
             status=302, headers={"Location": "/login?" + urlencode({"return": request.raw_path})}
         )
@@ -222,10 +225,13 @@ def legacy_app(
     issuer: str = "http://127.0.0.1:8000",
     recorder: Recorder | None = None,
     client_max_size: int = 1024**2,
+    login_required: bool = False,
 ) -> web.Application:
     """The legacy server's app; pass a :class:`Recorder` to see what it received."""
     app = web.Application(client_max_size=client_max_size)
-    app[LEGACY] = LegacyState(issuer=issuer, recorder=recorder or Recorder())
+    app[LEGACY] = LegacyState(
+        issuer=issuer, recorder=recorder or Recorder(), login_required=login_required
+    )
     app.router.add_get("/authorize", authorize)
     app.router.add_get("/login", login)
     app.router.add_post("/token", token)
