@@ -80,7 +80,14 @@ def create_app(
 
     app = web.Application(
         middlewares=[observe(metrics, settings.trusted_proxies)],
-        handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024},
+        # Bodies the gateway reads itself (POSTed authorization requests); proxied
+        # bodies are streamed and not bounded here.
+        client_max_size=settings.max_body_bytes,
+        handler_args={
+            "max_field_size": settings.max_header_bytes,
+            "max_line_size": settings.max_header_bytes,
+            "max_headers": settings.max_headers,
+        },
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.REGISTRY] = registry

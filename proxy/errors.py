@@ -4,6 +4,7 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
 
     GatewayError                      error                     status
     ├── InvalidRequest                invalid_request           400
+    │   └── PayloadTooLarge                                     413
     ├── InvalidRequestObject          invalid_request_object    400
     ├── InvalidRequestUri             invalid_request_uri       400
     ├── RequestNotSupported           request_not_supported     400
@@ -46,6 +47,12 @@ class InvalidRequest(GatewayError):
     """RFC 6749 §4.1.2.1: the request is missing, repeats or misuses a parameter."""
 
     error = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A body larger than the gateway reads (``JARGATE_MAX_BODY_BYTES``)."""
+
+    status = 413
 
 
 class InvalidRequestObject(GatewayError):

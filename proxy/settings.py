@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=25)
+    # Input limits (proxy/limits.py): each breach is a clean 4xx.
+    max_header_bytes: int = Field(default=32768, ge=4096, le=65536)
+    max_headers: int = Field(default=100, ge=16, le=256)
+    max_parameters: int = Field(default=100, ge=10, le=1000)
+    max_body_bytes: int = Field(default=131072, ge=8192, le=4 * 1024 * 1024)
+    max_request_object_bytes: int = Field(default=65536, ge=4096, le=1024 * 1024)
+    max_json_depth: int = Field(default=16, ge=4, le=64)
 
     @field_validator("log_level", "enforcement", "log_format", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from proxy.clients import ClientRegistry
 from proxy.keyring import Keyring
 from proxy.observability import Metrics
 from proxy.store import MemoryStore, RedisStore, Store
+from tests.jar import client_registry
 from tests.legacy_upstream import Recorder, legacy_app
 from tests.support import make_settings, shared_redis_url
 
@@ -101,6 +102,39 @@ def gateway(
             registry=registry,
             keyring=shared_keyring,
             store=store if store is not None else MemoryStore(),
+            metrics=metrics,
+        )
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def jar_keyring() -> Keyring:
+    """Gateway keys that can decrypt every supported JWE key-management alg."""
+    return Keyring.throwaway(
+        ["RSA-OAEP", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW", "PS256", "EdDSA"]
+    )
+
+
+Jar = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def jar(store: Store, jar_keyring: Keyring, aiohttp_client: AiohttpClient, legacy: Legacy) -> Jar:
+    """The gateway with the JAR clients, on the parametrised store."""
+
+    async def make(**settings: Any) -> TestClient[Any, Any]:
+        from proxy.app import create_app
+
+        metrics = settings.pop("metrics", None)
+        registry = client_registry(**settings)
+        settings.pop("extra_clients", None)
+        app = create_app(
+            make_settings(legacy.url, **settings),
+            registry=registry,
+            keyring=jar_keyring,
+            store=store,
             metrics=metrics,
         )
         return await aiohttp_client(app)

@@ -16,6 +16,9 @@ from aiohttp import ClientResponse
 from joserfc import jwe, jws
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
+from proxy.clients import ClientRegistry, load_registry
+from tests.support import make_settings
+
 ISSUER = "http://127.0.0.1:8000"
 REDIRECT = "https://rp.example/cb"
 
@@ -149,3 +152,42 @@ def location_params(response: ClientResponse) -> tuple[str, dict[str, list[str]]
     base = f"{parts.scheme}://{parts.netloc}{parts.path}"
     params = parse_qs(parts.query or parts.fragment, keep_blank_values=True)
     return base, params
+
+
+APP_KEYS = ("rsa", "p256", "p384", "p521", "ed25519")
+
+
+def client_registry(**extra_settings: Any) -> ClientRegistry:
+    """The registered clients every JAR test uses."""
+    clients: list[dict[str, Any]] = [
+        {
+            "client_id": "app",
+            "jwks": public_jwks(*(private_key(kind) for kind in APP_KEYS)),
+            "redirect_uris": [REDIRECT, "https://rp.example/cb2?keep=1"],
+            "request_uris": ["https://rp.example/requests/"],
+        },
+        {
+            "client_id": "strict",
+            "jwks": public_jwks(private_key("rsa", "strict")),
+            "redirect_uris": [REDIRECT],
+            "require_signed_request_object": True,
+            "request_object_signing_alg": "PS256",
+        },
+        {
+            "client_id": "enc",
+            "jwks": public_jwks(private_key("p256", "enc")),
+            "redirect_uris": [REDIRECT],
+            "request_object_encryption_alg": "RSA-OAEP-256",
+            "request_object_encryption_enc": "A256GCM",
+        },
+        {"client_id": "plain", "redirect_uris": [REDIRECT, "https://rp.example/other"]},
+        {
+            "client_id": "other",
+            "jwks": public_jwks(private_key("p256", "other")),
+            "redirect_uris": ["https://other.example/cb"],
+        },
+    ]
+    extra_clients = extra_settings.pop("extra_clients", [])
+    return load_registry(
+        make_settings(clients=json.dumps({"clients": clients + extra_clients}), **extra_settings)
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,12 +20,10 @@ from aiohttp.test_utils import TestClient
 from joserfc import jws
 from joserfc.jwk import Key, RSAKey
 
-from proxy.clients import ClientRegistry, load_registry
 from proxy.flows import HANDLE_PREFIX
 from proxy.keyring import Keyring
 from proxy.observability import Metrics
-from proxy.store import Store
-from tests.conftest import AiohttpClient, GatewayFactory, Legacy
+from tests.conftest import GatewayFactory, Jar, Legacy
 from tests.jar import (
     DROP,
     ISSUER,
@@ -33,62 +31,17 @@ from tests.jar import (
     REDIRECT,
     Claims,
     b64,
+    client_registry,
     encrypt,
     forge,
     location_params,
     private_key,
-    public_jwks,
     sign,
     sign_raw,
 )
-from tests.support import make_settings, raw_url
+from tests.support import raw_url
 
 ERROR_PARAMS = {"error", "error_description", "error_uri", "state", "iss"}
-APP_KEYS = ("rsa", "p256", "p384", "p521", "ed25519")
-
-
-def client_registry(**extra_settings: Any) -> ClientRegistry:
-    """The registered clients every JAR test uses."""
-    clients: list[dict[str, Any]] = [
-        {
-            "client_id": "app",
-            "jwks": public_jwks(*(private_key(kind) for kind in APP_KEYS)),
-            "redirect_uris": [REDIRECT, "https://rp.example/cb2?keep=1"],
-            "request_uris": ["https://rp.example/requests/"],
-        },
-        {
-            "client_id": "strict",
-            "jwks": public_jwks(private_key("rsa", "strict")),
-            "redirect_uris": [REDIRECT],
-            "require_signed_request_object": True,
-            "request_object_signing_alg": "PS256",
-        },
-        {
-            "client_id": "enc",
-            "jwks": public_jwks(private_key("p256", "enc")),
-            "redirect_uris": [REDIRECT],
-            "request_object_encryption_alg": "RSA-OAEP-256",
-            "request_object_encryption_enc": "A256GCM",
-        },
-        {"client_id": "plain", "redirect_uris": [REDIRECT, "https://rp.example/other"]},
-        {
-            "client_id": "other",
-            "jwks": public_jwks(private_key("p256", "other")),
-            "redirect_uris": ["https://other.example/cb"],
-        },
-    ]
-    extra_clients = extra_settings.pop("extra_clients", [])
-    return load_registry(
-        make_settings(clients=json.dumps({"clients": clients + extra_clients}), **extra_settings)
-    )
-
-
-@pytest.fixture(scope="module")
-def jar_keyring() -> Keyring:
-    """Gateway keys that can decrypt every supported JWE key-management alg."""
-    return Keyring.throwaway(
-        ["RSA-OAEP", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW", "PS256", "EdDSA"]
-    )
 
 
 def enc_key(keyring: Keyring, alg: str) -> Key:
@@ -103,31 +56,6 @@ def _ec(key: Any) -> Key:
     from joserfc.jwk import ECKey
 
     return ECKey.import_key(key.public_jwk())
-
-
-Jar = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture
-def jar(store: Store, jar_keyring: Keyring, aiohttp_client: AiohttpClient, legacy: Legacy) -> Jar:
-    """The gateway with the JAR clients, on the parametrised store."""
-
-    async def make(**settings: Any) -> TestClient[Any, Any]:
-        from proxy.app import create_app
-
-        metrics = settings.pop("metrics", None)
-        registry = client_registry(**settings)
-        settings.pop("extra_clients", None)
-        app = create_app(
-            make_settings(legacy.url, **settings),
-            registry=registry,
-            keyring=jar_keyring,
-            store=store,
-            metrics=metrics,
-        )
-        return await aiohttp_client(app)
-
-    return make
 
 
 async def authorize(client: TestClient[Any, Any], **params: str) -> ClientResponse:
@@ -818,12 +746,15 @@ async def test_repeated_parameter_is_refused(jar: Jar, legacy: Legacy) -> None:
 
 
 async def test_oversized_object_is_refused(jar: Jar, legacy: Legacy) -> None:
-    """A 200 KB request object is refused before it is parsed."""
+    """An 80 KB request object is refused before it is parsed; a 200 KB body is 413."""
     client = await jar()
-    big = sign(Claims().build(padding="x" * 200_000), "ES256")
+    big = sign(Claims().build(padding="x" * 60_000), "ES256")
     response = await client.post("/authorize", data={"client_id": "app", "request": big})
     params = await assert_refused(response, legacy, "invalid_request_object")
-    assert "larger than" in params["error_description"][0]
+    assert "larger than 65536 bytes" in params["error_description"][0]
+    huge = sign(Claims().build(padding="x" * 200_000), "ES256")
+    response = await client.post("/authorize", data={"client_id": "app", "request": huge})
+    assert (413, "invalid_request") == (response.status, (await response.json())["error"])
 
 
 async def test_plain_request_with_unregistered_redirect_gets_page(jar: Jar, legacy: Legacy) -> None:

@@ -17,9 +17,8 @@ from proxy.app import create_app
 from proxy.keyring import Keyring
 from proxy.store import MemoryStore
 from tests.conftest import AiohttpClient, Legacy
-from tests.jar import Claims, b64, sign
+from tests.jar import Claims, b64, client_registry, sign
 from tests.support import make_settings
-from tests.test_jar import client_registry
 
 FUZZ = settings(
     max_examples=40,

@@ -20,8 +20,8 @@ from proxy.request import obtain
 from proxy.request.obtain import is_public_address
 from proxy.store import Store
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
-from tests.jar import Claims, private_key, public_jwks, sign
-from tests.test_jar import APP_KEYS, assert_accepted, assert_refused, authorize, client_registry
+from tests.jar import APP_KEYS, Claims, client_registry, private_key, public_jwks, sign
+from tests.test_jar import assert_accepted, assert_refused, authorize
 
 
 @dataclass
@@ -223,8 +223,8 @@ async def test_request_uri_rules(
 ) -> None:
     """https only, under a registered prefix (origin and path), no tricks; nothing is fetched."""
     from proxy.app import create_app
+    from tests.jar import client_registry as registry_of
     from tests.support import make_settings
-    from tests.test_jar import client_registry as registry_of
 
     app = create_app(
         make_settings(legacy.url),

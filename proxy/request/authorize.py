@@ -142,13 +142,16 @@ async def verified_request(
     if "request" in params and "request_uri" in params:
         raise InvalidRequest("request and request_uri must not be used together (RFC 9101 §5)")
     if source == "value":
-        token = check_request_object_size(params["request"])
+        token = check_request_object_size(params["request"], settings.max_request_object_bytes)
     else:
         token = await fetch_request_object(
             params["request_uri"], client, settings, app[appkeys.FETCH], app[appkeys.STORE]
         )
-    signed, encrypted = decrypt_request_object(token, app[appkeys.KEYRING], client)
-    verified = await verify_request_object(signed, client, app[appkeys.JWKS_CACHE], encrypted)
+    depth = settings.max_json_depth
+    signed, encrypted = decrypt_request_object(token, app[appkeys.KEYRING], client, depth)
+    verified = await verify_request_object(
+        signed, client, app[appkeys.JWKS_CACHE], encrypted, depth
+    )
     validate_claims(verified, client, params, settings)
     inner = parameters_from_claims(verified.claims)
     inner.setdefault("client_id", client.client_id)
@@ -187,7 +190,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     """The authorization endpoint handler."""
     app = request.app
     settings = app[appkeys.SETTINGS]
-    params = await read_params(request)
+    params = await read_params(request, settings.max_parameters)
     client_id = params.get("client_id")
     uses_jar = "request" in params or "request_uri" in params
     wants_jarm = params.get("response_mode") in JWT_MODES

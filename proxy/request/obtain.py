@@ -26,7 +26,6 @@ from proxy.errors import InvalidRequestObject, InvalidRequestUri, RequestUriNotS
 from proxy.settings import Settings
 from proxy.store import Store, hashed_key
 
-from .params import MAX_REQUEST_OBJECT_BYTES
 from .pushed import PAR_URN_PREFIX
 
 ACCEPTED_MEDIA_TYPES = frozenset({"application/oauth-authz-req+jwt", "application/jwt"})
@@ -35,12 +34,10 @@ REQUEST_URI_CACHE_SECONDS = 60
 FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=3)
 
 
-def check_request_object_size(token: str) -> str:
-    """Refuse request objects larger than the bound, before any parsing."""
-    if len(token) > MAX_REQUEST_OBJECT_BYTES:
-        raise InvalidRequestObject(
-            f"the request object is larger than {MAX_REQUEST_OBJECT_BYTES} bytes"
-        )
+def check_request_object_size(token: str, limit: int) -> str:
+    """Refuse request objects larger than ``limit`` bytes, before any parsing."""
+    if len(token) > limit:
+        raise InvalidRequestObject(f"the request object is larger than {limit} bytes")
     return token
 
 
@@ -153,14 +150,14 @@ async def fetch_request_object(
                     "the request_uri must answer application/oauth-authz-req+jwt, "
                     f"not {response.content_type!r}"
                 )
-            body = await response.content.read(MAX_REQUEST_OBJECT_BYTES + 1)
+            body = await response.content.read(settings.max_request_object_bytes + 1)
     except InvalidRequestUri:
         raise
     except (TimeoutError, aiohttp.ClientError, OSError, UnicodeError):
         raise InvalidRequestUri("the request_uri could not be fetched") from None
-    if len(body) > MAX_REQUEST_OBJECT_BYTES:
+    if len(body) > settings.max_request_object_bytes:
         raise InvalidRequestUri(
-            f"the request object at request_uri exceeds {MAX_REQUEST_OBJECT_BYTES} bytes"
+            f"the request object at request_uri exceeds {settings.max_request_object_bytes} bytes"
         )
     try:
         token = body.decode("ascii").strip()

@@ -26,6 +26,7 @@ from proxy.errors import (
     InvalidClient,
     InvalidRequest,
     InvalidRequestObject,
+    PayloadTooLarge,
     TemporarilyUnavailable,
     error_page,
 )
@@ -50,25 +51,21 @@ log = logging.getLogger("jargate.par")
 AUTHENTICATION_PARAMETERS = frozenset(
     {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
 )
-#: A request object (64 KiB) plus a client assertion and the rest.
-MAX_BODY_BYTES = 128 * 1024
 #: How far in the future a client assertion's ``exp`` may be ("short", RFC 7523 §3).
 MAX_ASSERTION_SECONDS = 300
 
 
-class PayloadTooLarge(InvalidRequest):
-    """The PAR body is larger than the gateway accepts."""
-
-    status = 413
-
-
-def _form(body: bytes) -> dict[str, str]:
+def _form(body: bytes, max_parameters: int) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not UTF-8") from None
     form: dict[str, str] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True):
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_parameters)
+    except ValueError:
+        raise InvalidRequest(f"more than {max_parameters} parameters") from None
+    for name, value in pairs:
         if name in form:
             raise InvalidRequest(f"parameter {name!r} is repeated (RFC 6749 §3.1)")
         form[name] = value
@@ -149,7 +146,12 @@ async def verify_client_assertion(
     assertion = form.get("client_assertion", "")
     try:
         header, claims = await verify_client_jws(
-            assertion, client, app[appkeys.JWKS_CACHE], None, "client assertion"
+            assertion,
+            client,
+            app[appkeys.JWKS_CACHE],
+            None,
+            "client assertion",
+            max_depth=settings.max_json_depth,
         )
     except InvalidRequestObject as exc:
         raise InvalidClient(exc.description) from None
@@ -242,12 +244,13 @@ async def _push(request: web.Request) -> web.Response:
     settings = app[appkeys.SETTINGS]
     if request.content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    form = _form(body)
+    limit = settings.max_body_bytes
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    form = _form(body, settings.max_parameters)
     client = await authenticate_client(request, form)
     params = {k: v for k, v in form.items() if k not in AUTHENTICATION_PARAMETERS}
     if "request_uri" in params:

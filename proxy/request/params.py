@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from proxy.errors import InvalidRequest, InvalidRequestObject
+from proxy.errors import InvalidRequest, InvalidRequestObject, PayloadTooLarge
 
 #: Response modes a client may ask for (OAuth Multiple Response Types, Form Post, JARM §2.3).
 PLAIN_MODES = frozenset({"query", "fragment", "form_post"})
@@ -20,22 +20,27 @@ JWT_CLAIMS = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti", "sub"})
 #: Parameters whose value is JSON (OIDC Core §5.5, RFC 9396); objects and arrays stay JSON.
 JSON_PARAMETERS = frozenset({"claims", "authorization_details"})
 
-#: Largest request object accepted by value (the by-reference fetch has the same bound).
-MAX_REQUEST_OBJECT_BYTES = 64 * 1024
 
-
-async def read_params(request: web.Request) -> dict[str, str]:
+async def read_params(request: web.Request, max_parameters: int) -> dict[str, str]:
     """The authorization request's parameters: the query, plus the form body of a POST.
 
-    A parameter sent twice (RFC 6749 §3.1) is ``invalid_request``.
+    A parameter sent twice (RFC 6749 §3.1), or more than ``max_parameters`` of them, is
+    ``invalid_request``.
     """
     combined: MultiDict[str] = MultiDict(request.query)
     if request.method == "POST":
-        form: MultiDictProxy[str | Any] = await request.post()
+        try:
+            form: MultiDictProxy[str | Any] = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(
+                f"the body is larger than {request.client_max_size} bytes"
+            ) from None
         for name, value in form.items():
             if not isinstance(value, str):
                 raise InvalidRequest(f"parameter {name!r} must not be a file upload")
             combined.add(name, value)
+    if len(combined) > max_parameters:
+        raise InvalidRequest(f"more than {max_parameters} parameters")
     params: dict[str, str] = {}
     for name, value in combined.items():
         if name in params:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
 from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
 from proxy.errors import InvalidRequestObject
 from proxy.keyring import Keyring
+from proxy.limits import TooDeep, loads_bounded
 from proxy.settings import SIGNING_ALGS, Settings
 from proxy.store import Store, hashed_key
 
@@ -38,6 +38,7 @@ ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
 #: Header parameters whose ``crit`` listing the gateway understands: none.
 UNDERSTOOD_CRITICAL: frozenset[str] = frozenset()
 MAX_JTI_BYTES = 64
+DEFAULT_JSON_DEPTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,14 @@ def _b64decode(segment: str, kind: str) -> bytes:
         raise InvalidRequestObject(f"the {kind} is not valid base64url") from None
 
 
-def decode_json_segment(segment: str, part: str, kind: str = "request object") -> dict[str, Any]:
+def decode_json_segment(
+    segment: str, part: str, kind: str = "request object", max_depth: int = DEFAULT_JSON_DEPTH
+) -> dict[str, Any]:
+    """A base64url segment that must hold a JSON object nested at most ``max_depth`` deep."""
     try:
-        value = json.loads(_b64decode(segment, kind))
+        value = loads_bounded(_b64decode(segment, kind), max_depth)
+    except TooDeep as exc:
+        raise InvalidRequestObject(f"the {kind}'s {part} is {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequestObject(f"the {kind}'s {part} is not JSON") from None
     if not isinstance(value, dict):
@@ -80,7 +86,7 @@ def split_compact(token: str, kind: str = "request object") -> list[str]:
 
 
 def decrypt_request_object(
-    token: str, keyring: Keyring, client: RegisteredClient
+    token: str, keyring: Keyring, client: RegisteredClient, max_depth: int = DEFAULT_JSON_DEPTH
 ) -> tuple[str, bool]:
     """Return the signed inner JWT and whether the object was encrypted.
 
@@ -96,7 +102,7 @@ def decrypt_request_object(
                 f"({meta.request_object_encryption_alg}/{meta.request_object_encryption_enc})"
             )
         return token, False
-    header = decode_json_segment(parts[0], "JWE header")
+    header = decode_json_segment(parts[0], "JWE header", max_depth=max_depth)
     alg, enc = header.get("alg"), header.get("enc")
     if alg not in ENCRYPTION_ALGS or alg not in keyring.decryption_algs:
         raise InvalidRequestObject(f"JWE alg {alg!r} is not supported")
@@ -142,18 +148,33 @@ def _refuse_unknown_critical(header: dict[str, Any]) -> None:
 
 
 async def verify_request_object(
-    token: str, client: RegisteredClient, jwks: JwksCache, encrypted: bool = False
+    token: str,
+    client: RegisteredClient,
+    jwks: JwksCache,
+    encrypted: bool = False,
+    max_depth: int = DEFAULT_JSON_DEPTH,
 ) -> VerifiedObject:
     """Check the request object's signature (:func:`verify_client_jws`), honouring the
     client's ``request_object_signing_alg``."""
     header, claims = await verify_client_jws(
-        token, client, jwks, client.meta.request_object_signing_alg, "request object"
+        token,
+        client,
+        jwks,
+        client.meta.request_object_signing_alg,
+        "request object",
+        max_depth=max_depth,
     )
     return VerifiedObject(header=header, claims=claims, encrypted=encrypted)
 
 
 async def verify_client_jws(
-    token: str, client: RegisteredClient, jwks: JwksCache, pinned: str | None, kind: str
+    token: str,
+    client: RegisteredClient,
+    jwks: JwksCache,
+    pinned: str | None,
+    kind: str,
+    *,
+    max_depth: int = DEFAULT_JSON_DEPTH,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check a JWS the client signed (a request object or a client assertion) with the
     client's registered keys only; return its header and claims.
@@ -166,7 +187,7 @@ async def verify_client_jws(
     if len(parts) != 3:
         raise InvalidRequestObject(f"the {kind} must be a signed JWT")
     header_segment, payload_segment, _ = parts
-    header = decode_json_segment(header_segment, "header", kind)
+    header = decode_json_segment(header_segment, "header", kind, max_depth)
     alg = header.get("alg")
     if alg == "none":
         raise InvalidRequestObject(f"unsigned {kind}s (alg none) are refused")
@@ -199,7 +220,7 @@ async def verify_client_jws(
             continue
     else:
         raise InvalidRequestObject(f"the {kind}'s signature does not verify")
-    return header, decode_json_segment(payload_segment, "payload", kind)
+    return header, decode_json_segment(payload_segment, "payload", kind, max_depth)
 
 
 def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
