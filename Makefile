@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 INTEROP       := tests/interop
 INTEROP_STAMP := $(INTEROP)/node_modules/.installed
 
-.PHONY: test lint types unit interop-deps demo clean
+.PHONY: test lint types unit interop-deps fuzz demo clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jargate needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -37,6 +37,13 @@ types: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# A long property-based campaign, bounded in count (FUZZ_EXAMPLES per test) and
+# time (FUZZ_SECONDS); prints how many cases ran.
+FUZZ_SECONDS ?= 900
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz timeout $(FUZZ_SECONDS) $(BIN)/pytest -m fuzz -p no:randomly \
+		--hypothesis-show-statistics -q tests | tee .fuzz-report.txt | grep -E "passing|failing|passed|failed"
 
 demo: $(STAMP)
 	$(BIN)/jargate demo

@@ -152,9 +152,8 @@ def error_page(
     """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers
     (never for back-channel endpoints: ``json_only``)."""
     headers = dict(_NO_STORE)
-    if isinstance(err, InvalidClient) and request.headers.get("Authorization", "").startswith(
-        "Basic"
-    ):
+    scheme = request.headers.get("Authorization", "").strip().split(None, 1)
+    if isinstance(err, InvalidClient) and scheme and scheme[0].lower() == "basic":
         headers["WWW-Authenticate"] = 'Basic realm="jargate", charset="UTF-8"'
     if not json_only and wants_html(request):
         headers["Content-Security-Policy"] = "default-src 'none'"

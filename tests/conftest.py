@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, settings
 
 from proxy.app import create_app
 from proxy.clients import ClientRegistry
@@ -19,6 +21,21 @@ from proxy.store import MemoryStore, RedisStore, Store
 from tests.jar import client_registry
 from tests.legacy_upstream import Recorder, legacy_app
 from tests.support import make_settings, shared_redis_url
+
+# Property-based tests: a few examples in `make test`, a long campaign in `make fuzz`.
+settings.register_profile(
+    "ci",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 AiohttpServer = Callable[..., Awaitable[TestServer]]

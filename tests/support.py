@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import redis
 from aiohttp.test_utils import TestClient
 from yarl import URL
@@ -126,3 +129,51 @@ def clean_env(**values: str) -> dict[str, str]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class GatewayProcess:
+    """`jargate serve` in a subprocess on a loopback port (``async with``)."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = int(env.setdefault("JARGATE_PORT", str(free_port())))
+        env.setdefault("JARGATE_HOST", "127.0.0.1")
+        env.setdefault("JARGATE_METRICS_PORT", str(free_port()))
+        self.metrics_port = int(env["JARGATE_METRICS_PORT"])
+        self.env = clean_env(**env)
+        self.process: asyncio.subprocess.Process | None = None
+        self.stderr = b""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> GatewayProcess:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            cwd=REPO,
+            env=self.env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(self.url + "/healthz") as health:
+                        if health.status == 200:
+                            return self
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        raise RuntimeError(f"jargate serve did not start: {await self.stop()}")
+
+    async def stop(self) -> str:
+        """Stop it (SIGTERM) and return what it logged."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            _, stderr = await asyncio.wait_for(self.process.communicate(), timeout=30)
+            self.stderr += stderr
+        return self.stderr.decode()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -14,7 +14,7 @@ import pytest
 
 from proxy.keyring import Keyring
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
-from tests.support import REPO, clean_env, free_port
+from tests.support import REPO, GatewayProcess, clean_env, free_port
 
 JARGATE = [sys.executable, "-m", "proxy"]
 
@@ -166,50 +166,25 @@ def _wait_http(url: str, timeout: float = 15.0) -> None:
 @pytest.mark.slow
 async def test_serve_passes_traffic_and_drains_on_sigterm(legacy: Legacy) -> None:
     """`jargate serve` proxies byte-exact; on SIGTERM an in-flight request still completes."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *JARGATE,
-        "serve",
-        cwd=REPO,
-        env=clean_env(
-            JARGATE_UPSTREAM_URL=legacy.url,
-            JARGATE_ISSUER="http://127.0.0.1:8000",
-            JARGATE_HOST="127.0.0.1",
-            JARGATE_PORT=str(port),
-            JARGATE_METRICS_PORT=str(free_port()),
-        ),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    from yarl import URL
+
+    async with GatewayProcess(
+        JARGATE_UPSTREAM_URL=legacy.url, JARGATE_ISSUER="http://127.0.0.1:8000"
+    ) as gateway:
+        assert gateway.process is not None
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(base + "/healthz") as health:
-                        if health.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
             target = "/q?a=1&a=2&odd=%zz&x=%2F"
-            from yarl import URL
-
-            async with session.get(URL(base + target, encoded=True)) as response:
-                assert response.status == 200
+            async with session.get(URL(gateway.url + target, encoded=True)) as response:
+                assert 200 == response.status
             assert target == legacy.recorder.requests[-1].raw_path
-
-            slow = asyncio.ensure_future(session.get(base + "/slow?seconds=1"))
+            slow = asyncio.ensure_future(session.get(gateway.url + "/slow?seconds=1"))
             await asyncio.sleep(0.3)
-            process.send_signal(signal.SIGTERM)
+            gateway.process.send_signal(signal.SIGTERM)
             response = await slow
-            assert (response.status, await response.text()) == (200, "slow")
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    log_lines = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
-    messages = [line["msg"] for line in log_lines]
+            assert (200, "slow") == (response.status, await response.text())
+        logs = await gateway.stop()
+        assert 0 == gateway.process.returncode
+    messages = [json.loads(line)["msg"] for line in logs.splitlines()]
     assert "draining in-flight requests" in messages
     assert any("throw-away keys" in m for m in messages)
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.app import create_app
@@ -20,11 +20,8 @@ from tests.conftest import AiohttpClient, Legacy
 from tests.jar import Claims, b64, client_registry, sign
 from tests.support import make_settings
 
-FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+#: Example counts come from the profile (tests/conftest.py): small in `make test`.
+FUZZ = pytest.mark.fuzz
 
 PARAMETER_NAMES = st.sampled_from(
     [

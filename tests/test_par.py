@@ -378,6 +378,13 @@ async def test_strict_audience_refuses_all_but_the_issuer_string(
             400,
             "invalid_request",
         ),
+        (
+            "post",
+            {"client_id": "post", "client_secret": "s3cret-post"},
+            {"Authorization": "Basic "},
+            400,
+            "invalid_request",
+        ),
         ("public", {"client_id": "public", "code_challenge": DROP}, {}, 400, "invalid_request"),
         (
             "public",
@@ -394,6 +401,7 @@ async def test_strict_audience_refuses_all_but_the_issuer_string(
         "unknown-client",
         "no-authentication",
         "two-methods",
+        "empty-basic-and-post",
         "public-without-pkce",
         "public-plain-pkce",
     ],

@@ -84,9 +84,16 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def _auth_scheme(request: web.Request) -> str:
+    """The Authorization scheme, lower-cased ("" without one): ``Basic`` with empty
+    credentials is still a Basic attempt (aiohttp strips the trailing space)."""
+    value = request.headers.get("Authorization", "").strip()
+    return value.split(None, 1)[0].lower() if value else ""
+
+
 def _presented_method(request: web.Request, form: dict[str, str]) -> str:
     presented = []
-    if request.headers.get("Authorization", "").lower().startswith("basic "):
+    if _auth_scheme(request) == "basic":
         presented.append("client_secret_basic")
     if "client_assertion" in form or "client_assertion_type" in form:
         presented.append("private_key_jwt")

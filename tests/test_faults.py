@@ -1,0 +1,207 @@
+"""Faults: the store or the upstream going away. The gateway fails closed, stays bounded,
+and recovers by itself. Load loops here are bounded in count and time, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from proxy.app import create_app
+from proxy.keyring import Keyring
+from proxy.store import RedisStore
+from tests.conftest import AiohttpClient, AiohttpServer, Legacy
+from tests.jar import REDIRECT, Claims, client_registry, sign
+from tests.support import RedisServer, free_port, make_settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def paused_redis() -> AsyncIterator[RedisServer]:
+    """A Redis of our own that tests may freeze (SIGSTOP) and thaw (SIGCONT)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.stop()
+
+
+def freeze(server: RedisServer, frozen: bool) -> None:
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+async def gateway_on(
+    aiohttp_client: AiohttpClient, legacy: Legacy, redis_url: str
+) -> TestClient[Any, Any]:
+    settings = make_settings(legacy.url)
+    app = create_app(
+        settings,
+        registry=client_registry(),
+        keyring=Keyring.throwaway(),
+        store=RedisStore.from_url(redis_url),
+    )
+    return await aiohttp_client(app)
+
+
+async def wait_ready(client: TestClient[Any, Any], ready: bool, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        status = (await client.get("/readyz")).status
+        if (status == 200) == ready:
+            return
+        assert time.monotonic() < deadline, f"readiness did not become {ready}"
+        await asyncio.sleep(0.1)
+
+
+async def test_store_frozen_under_load_fails_closed_and_recovers(
+    aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
+) -> None:
+    """Redis frozen mid-load: every request is answered (302 accepted or 503), readiness goes
+    red, and after it thaws everything recovers; every accepted object stays claimed."""
+    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
+    objects = [sign(Claims().build(), "ES256") for _ in range(40)]
+    outcomes: dict[str, int] = {}
+    accepted: list[str] = []
+    semaphore = asyncio.Semaphore(4)
+
+    async def one(token: str) -> None:
+        async with semaphore:
+            response = await client.get(
+                "/authorize", params={"client_id": "app", "request": token}, allow_redirects=False
+            )
+            kind = str(response.status)
+            if response.status == 302:
+                assert "code" in parse_qs(urlsplit(response.headers["Location"]).query)
+                accepted.append(token)
+            else:
+                assert 503 == response.status
+                assert "temporarily_unavailable" == (await response.json())["error"]
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    first = asyncio.gather(*(one(token) for token in objects[:20]))
+    await first
+    freeze(paused_redis, True)
+    try:
+        during = asyncio.gather(*(one(token) for token in objects[20:30]))
+        await asyncio.wait_for(during, timeout=60)
+        assert 503 == (await client.get("/readyz")).status
+    finally:
+        freeze(paused_redis, False)
+    await wait_ready(client, True)
+    await asyncio.wait_for(asyncio.gather(*(one(token) for token in objects[30:])), timeout=60)
+    assert outcomes.get("503", 0) >= 10  # everything during the freeze failed closed
+    assert outcomes.get("302", 0) >= 20
+    legacy.recorder.requests.clear()
+    for token in accepted:
+        replay = await client.get(
+            "/authorize", params={"client_id": "app", "request": token}, allow_redirects=False
+        )
+        assert (
+            "replay" in parse_qs(urlsplit(replay.headers["Location"]).query)["error_description"][0]
+        )
+    assert [] == legacy.recorder.requests
+
+
+async def test_flow_that_cannot_be_stored_is_not_forwarded(
+    aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
+) -> None:
+    """A plain request (no replay claim) whose flow cannot be saved never reaches upstream."""
+    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
+    freeze(paused_redis, True)
+    try:
+        response = await asyncio.wait_for(
+            client.get(
+                "/authorize",
+                params={"client_id": "plain", "response_type": "code", "redirect_uri": REDIRECT},
+                allow_redirects=False,
+            ),
+            timeout=30,
+        )
+    finally:
+        freeze(paused_redis, False)
+    assert 503 == response.status
+    assert [] == legacy.recorder.requests
+
+
+async def test_store_restart_recovers_without_gateway_restart(
+    aiohttp_client: AiohttpClient, legacy: Legacy
+) -> None:
+    """Redis stopped and started again: readiness red, then green, no gateway restart."""
+    server = RedisServer().start()
+    try:
+        client = await gateway_on(aiohttp_client, legacy, server.url)
+        await wait_ready(client, True)
+        server.stop()
+        await wait_ready(client, False)
+        server.start()
+        await wait_ready(client, True)
+        token = sign(Claims().build(), "ES256")
+        response = await client.get(
+            "/authorize", params={"client_id": "app", "request": token}, allow_redirects=False
+        )
+        assert 302 == response.status
+    finally:
+        server.stop()
+
+
+class FaultyUpstream:
+    """A TCP server on loopback that resets or stalls every connection."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.server: asyncio.Server | None = None
+        self.connections: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections.append(writer)
+            await reader.readline()
+            if self.mode == "reset":
+                writer.transport.abort()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", port)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        for writer in self.connections:
+            writer.transport.abort()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(("mode", "status"), [("refuse", 502), ("reset", 502), ("stall", 504)])
+async def test_upstream_faults_are_bounded_and_recover(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, mode: str, status: int
+) -> None:
+    """Refused, reset or stalled upstream: 502/504 within the bounds; then it comes back."""
+    port = free_port()
+    faulty = FaultyUpstream(mode)
+    if mode != "refuse":
+        await faulty.start(port)
+    settings = make_settings(f"http://127.0.0.1:{port}", upstream_read_timeout_seconds=0.5)
+    client = await aiohttp_client(create_app(settings, keyring=Keyring.throwaway()))
+    response = await asyncio.wait_for(client.get("/some/page"), timeout=10)
+    assert status == response.status
+    assert "temporarily_unavailable" == (await response.json())["error"]
+    if mode != "refuse":
+        await faulty.stop()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="back")
+
+    healthy = web.Application()
+    healthy.router.add_get("/{tail:.*}", ok)
+    await aiohttp_server(healthy, port=port)
+    recovered = await client.get("/some/page")
+    assert (200, "back") == (recovered.status, await recovered.text())
