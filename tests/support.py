@@ -20,6 +20,8 @@ from yarl import URL
 
 from proxy.settings import Settings
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
@@ -135,6 +137,8 @@ class GatewayProcess:
     """`jargate serve` in a subprocess on a loopback port (``async with``)."""
 
     def __init__(self, **env: str) -> None:
+        self.command = [sys.executable, "-m", "proxy", "serve"]
+        self.cwd = REPO_ROOT
         self.port = int(env.setdefault("JARGATE_PORT", str(free_port())))
         env.setdefault("JARGATE_HOST", "127.0.0.1")
         env.setdefault("JARGATE_METRICS_PORT", str(free_port()))
@@ -143,19 +147,20 @@ class GatewayProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = b""
 
+    @classmethod
+    def running(cls, command: list[str], cwd: Path, **env: str) -> GatewayProcess:
+        """A gateway started with another command (an installed wheel's) and directory."""
+        gateway = cls(**env)
+        gateway.command, gateway.cwd = command, cwd
+        return gateway
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> GatewayProcess:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            cwd=REPO,
-            env=self.env,
-            stderr=asyncio.subprocess.PIPE,
+            *self.command, cwd=self.cwd, env=self.env, stderr=asyncio.subprocess.PIPE
         )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
