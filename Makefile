@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 INTEROP       := tests/interop
 INTEROP_STAMP := $(INTEROP)/node_modules/.installed
 
-.PHONY: test lint types unit interop-deps fuzz demo clean
+.PHONY: test lint types unit interop-deps fuzz bench demo clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jargate needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -44,6 +44,12 @@ FUZZ_SECONDS ?= 900
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz timeout $(FUZZ_SECONDS) $(BIN)/pytest -m fuzz -p no:randomly \
 		--hypothesis-show-statistics -q tests | tee .fuzz-report.txt | grep -E "passing|failing|passed|failed"
+
+# The load benchmark against the pass-through floor (not part of `make test`); writes
+# bench/RESULTS.md. Bounded: each phase BENCH_SECONDS (4), the whole run 15 minutes.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	timeout 900 $(BIN)/python bench/run.py
 
 demo: $(STAMP)
 	$(BIN)/jargate demo

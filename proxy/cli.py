@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -65,10 +66,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if settings.redis_url is None:
         log.warning("JARGATE_REDIS_URL is not set: in-memory store, one replica only")
+    if settings.workers == 1:
+        _run_worker(settings, registry, keyring)
+        return 0
+    return _run_workers(settings, registry, keyring)
+
+
+def _run_worker(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> None:
     metrics = Metrics()
     app = create_app(settings, registry=registry, keyring=keyring, metrics=metrics)
     asyncio.run(_serve(app, settings, metrics))
-    return 0
+
+
+def _run_workers(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> int:
+    """JARGATE_WORKERS processes sharing the port (SO_REUSEPORT); the kernel spreads the
+    connections. SIGTERM and SIGINT are passed on; each worker drains on its own."""
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_run_worker, args=(settings, registry, keyring), daemon=False)
+        for _ in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((worker.exitcode or 0) for worker in workers)
 
 
 async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> None:
@@ -89,7 +119,13 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
             metrics_runner = web.AppRunner(metrics_app(metrics), access_log=None)
             await metrics_runner.setup()
             runners.append(metrics_runner)
-            await web.TCPSite(metrics_runner, settings.host, settings.metrics_port).start()
+            # With several workers each serves its own counters (README, "Workers").
+            await web.TCPSite(
+                metrics_runner,
+                settings.host,
+                settings.metrics_port,
+                reuse_port=settings.workers > 1 or None,
+            ).start()
         async with Upstream.create_session(settings) as session:
             document = await upstream_discovery(session, settings)
         problem, advice = issuer_problem(settings, document), jwks_advice(settings, document)

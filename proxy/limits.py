@@ -35,6 +35,7 @@ def json_depth(raw: bytes) -> int:
 def loads_bounded(raw: bytes, max_depth: int) -> Any:
     """``json.loads`` that refuses nesting deeper than ``max_depth`` before parsing (deep
     nesting would otherwise end in a RecursionError inside the parser)."""
-    if json_depth(raw) > max_depth:
+    # A document with no more brackets than the limit cannot nest deeper than it.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels")
     return json.loads(raw)

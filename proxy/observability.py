@@ -31,6 +31,8 @@ access_log = logging.getLogger("jargate.access")
 
 #: The id of the request being handled, for every log line it causes.
 REQUEST_ID: ContextVar[str | None] = ContextVar("jargate_request_id", default=None)
+#: Where a handler leaves its authorization decision for the request's access line.
+DECISION: web.RequestKey[dict[str, str | None]] = web.RequestKey("decision")
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -183,14 +185,16 @@ def observe(metrics: Metrics, trusted: tuple[Network, ...]) -> Any:
             route = _route_label(request)
             metrics.requests.labels(route, request.method, str(status)).inc()
             metrics.latency.labels(route).observe(elapsed)
+            decision = request.get(DECISION)
             access_log.info(
-                "request",
+                "authorization decision" if decision else "request",
                 extra={
                     "method": request.method,
                     "path": request.path,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "remote": request.remote,
+                    **(decision or {}),
                 },
             )
             REQUEST_ID.reset(token)

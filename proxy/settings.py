@@ -185,6 +185,9 @@ class Settings(BaseSettings):
             raise ValueError(f"these paths must differ: {paths}")
         if self.metrics_port == self.port:
             raise ValueError("JARGATE_METRICS_PORT must differ from JARGATE_PORT")
+        if self.workers > 1 and self.redis_url is None:
+            # Each worker's memory store would keep its own replay records and flows.
+            raise ValueError("JARGATE_WORKERS > 1 needs JARGATE_REDIS_URL (a shared store)")
         return self
 
     def redis_url_for_display(self) -> str:

@@ -49,6 +49,16 @@ class Store(Protocol):
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any old value."""
         ...
 
+    async def claim_and_put(
+        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
+    ) -> bool:
+        """:meth:`claim_once` and :meth:`put` in one round trip; True when the claim won.
+
+        When the claim loses, ``value`` may still be stored: callers use a fresh random
+        ``key`` that is never revealed in that case, so the value is inert until it expires.
+        """
+        ...
+
     async def take(self, key: str) -> str | None:
         """Return and delete the value: at most one caller ever gets it."""
         ...
@@ -123,6 +133,14 @@ class MemoryStore:
     async def put(self, key: str, value: str, ttl: float) -> None:
         self._set(key, value, ttl, time.monotonic())
 
+    async def claim_and_put(
+        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
+    ) -> bool:
+        if not await self.claim_once(claim_key, claim_ttl):
+            return False
+        await self.put(key, value, ttl)
+        return True
+
     async def take(self, key: str) -> str | None:
         entry = self._live(key, time.monotonic())
         if entry is None:
@@ -190,6 +208,18 @@ class RedisStore:
             await self._redis.set(PREFIX + key, value, px=_ttl_ms(ttl))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
+
+    async def claim_and_put(
+        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
+    ) -> bool:
+        try:
+            pipeline = self._redis.pipeline(transaction=False)
+            pipeline.set(PREFIX + claim_key, "1", nx=True, px=_ttl_ms(claim_ttl))
+            pipeline.set(PREFIX + key, value, px=_ttl_ms(ttl))
+            claimed, _ = await pipeline.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable() from exc
+        return bool(claimed)
 
     async def take(self, key: str) -> str | None:
         try:

@@ -197,3 +197,19 @@ async def test_logs_and_metrics_never_carry_secrets(replicas: Replicas, legacy: 
     for secret in secrets_seen:
         assert secret not in logs, f"logged: {secret[:24]}…"
         assert secret not in metrics, f"in metrics: {secret[:24]}…"
+
+
+async def test_two_workers_share_one_port(replicas: Replicas, legacy: Legacy) -> None:
+    """JARGATE_WORKERS=2: two worker processes on one port; they serve and drain on SIGTERM."""
+    (gateway,) = await replicas(1, JARGATE_WORKERS="2")
+    assert gateway.process is not None
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    assert 2 == len(children.read_text().split())
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            token = sign(Claims().build(), "ES256")
+            query = urlencode({"client_id": "app", "request": token})
+            async with session.get(f"{gateway.url}/authorize?{query}", allow_redirects=False) as r:
+                assert "code=" in r.headers["Location"]
+    await gateway.stop()
+    assert 0 == gateway.process.returncode

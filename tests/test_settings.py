@@ -139,6 +139,7 @@ def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
         ("JARGATE_REDIS_URL", "memcached://x", "JARGATE_REDIS_URL: scheme must be one of"),
         ("JARGATE_METRICS_PORT", "8000", "JARGATE_METRICS_PORT must differ from JARGATE_PORT"),
         ("JARGATE_WORKERS", "0", "JARGATE_WORKERS: Input should be greater than or equal to 1"),
+        ("JARGATE_WORKERS", "2", "JARGATE_WORKERS > 1 needs JARGATE_REDIS_URL"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(

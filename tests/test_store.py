@@ -244,3 +244,11 @@ async def test_cluster_url() -> None:
             await store.close()
     finally:
         node.stop()
+
+
+async def test_claim_and_put_stores_only_with_a_winning_claim(store: Store) -> None:
+    """One round trip: the first claim stores the value; a losing claim says so."""
+    assert await store.claim_and_put("jti:cp", 10, "flow:cp1", "v1", 10)
+    assert "v1" == await store.peek("flow:cp1")
+    assert not await store.claim_and_put("jti:cp", 10, "flow:cp2", "v2", 10)
+    assert not await store.claim_once("jti:cp", 10)

@@ -32,8 +32,16 @@ from proxy.errors import (
     UnauthorizedClient,
     error_page,
 )
-from proxy.flows import Flow, looks_like_handle, new_handle, params_digest, peek_flow, save_flow
-from proxy.observability import REQUEST_ID
+from proxy.flows import (
+    Flow,
+    flow_key,
+    looks_like_handle,
+    new_handle,
+    params_digest,
+    peek_flow,
+    save_flow,
+)
+from proxy.observability import DECISION, REQUEST_ID
 from proxy.request.pushed import load_pushed, pushed_key, save_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
@@ -45,7 +53,14 @@ from .obtain import (
     fetch_request_object,
 )
 from .params import JWT_MODES, RESPONSE_MODES, parameters_from_claims, read_params
-from .verify import claim_jti, decrypt_request_object, validate_claims, verify_request_object
+from .verify import (
+    JtiClaim,
+    ReplayedObject,
+    decrypt_request_object,
+    jti_claim,
+    validate_claims,
+    verify_request_object,
+)
 
 log = logging.getLogger("jargate.authorize")
 
@@ -60,6 +75,8 @@ class Accepted:
     params: dict[str, str]
     destination: Destination
     source: str
+    #: The request object's replay claim, made when the flow is stored (JAR only).
+    claim: JtiClaim | None = None
 
 
 class PolicyRefusal(InvalidRequest):
@@ -161,12 +178,12 @@ async def verified_request(
         if "response_type" not in inner:
             raise InvalidRequestObject("response_type is required in the request object")
         check_response_mode(destination, client)
-        await claim_jti(app[appkeys.STORE], client, verified, signed, settings)
     except TemporarilyUnavailable:
         raise
     except GatewayError as err:
         raise VerifiedRefusal(err, destination) from None
-    return Accepted(params=inner, destination=destination, source=source)
+    claim = jti_claim(client, verified, signed, settings)
+    return Accepted(params=inner, destination=destination, source=source, claim=claim)
 
 
 def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
@@ -209,12 +226,13 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         return await reenter(request, params, client)
 
     source = describe_source(params)
+    reported: PolicyRefusal | None = None
     must_push = settings.require_par or client.meta.require_pushed_authorization_requests
     if source != "par" and must_push:
         refusal = PolicyRefusal("this client must use pushed authorization requests (RFC 9126)")
         if settings.enforcement != "report":
             return await _refuse(request, refusal, client, params, source)
-        _decide(request, client.client_id, "reported", refusal.error, source)
+        reported = refusal
     try:
         if source == "par":
             return await authorize_pushed(request, params, client)
@@ -224,7 +242,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
             accepted = plain_request(params, client)
     except PolicyRefusal as refusal:
         if settings.enforcement == "report":
-            _decide(request, client.client_id, "reported", refusal.error, source)
+            reported = refusal
             accepted = Accepted(
                 params=dict(params),
                 destination=trusted_destination(params, client, InvalidRequest),
@@ -242,9 +260,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         )
     except GatewayError as err:
         return await _refuse(request, err, client, params, source)
-    else:
-        _decide(request, client.client_id, "accepted", "none", source)
-    return await forward(request, accepted)
+    return await forward(request, accepted, reported)
 
 
 async def _refuse(
@@ -261,9 +277,26 @@ async def _refuse(
     return await deliver_error(request.app, destination, err.error, err.description)
 
 
-async def forward(request: web.Request, accepted: Accepted) -> web.StreamResponse:
-    """Start the flow and send the plain request upstream, server-side."""
-    _, target = await start_flow(request.app, accepted)
+async def forward(
+    request: web.Request, accepted: Accepted, reported: GatewayError | None = None
+) -> web.StreamResponse:
+    """Start the flow (claiming the object's jti in the same round trip) and send the plain
+    request upstream, server-side. ``reported``: the policy refusal report mode let pass."""
+    client_id = accepted.destination.client_id
+    try:
+        _, target = await start_flow(request.app, accepted)
+    except ReplayedObject as replay:
+        _decide(request, client_id, "refused", replay.error, accepted.source)
+        return await deliver_error(
+            request.app, accepted.destination, replay.error, replay.description
+        )
+    except TemporarilyUnavailable:
+        _decide(request, client_id, "refused", "temporarily_unavailable", accepted.source)
+        raise
+    if reported is None:
+        _decide(request, client_id, "accepted", "none", accepted.source)
+    else:
+        _decide(request, client_id, "reported", reported.error, accepted.source)
     return await send_upstream(request, target)
 
 
@@ -288,7 +321,13 @@ async def start_flow(
         source=accepted.source,
         par_key=par_key,
     )
-    await save_flow(app[appkeys.STORE], handle, flow, settings.flow_ttl_seconds)
+    store, ttl = app[appkeys.STORE], settings.flow_ttl_seconds
+    if accepted.claim is None:
+        await save_flow(store, handle, flow, ttl)
+    elif not await store.claim_and_put(
+        accepted.claim.key, accepted.claim.ttl, flow_key(handle), flow.to_json(), ttl
+    ):
+        raise ReplayedObject()
     return handle, f"{settings.authorization_path}?{urlencode(upstream_params)}"
 
 
@@ -359,9 +398,12 @@ async def authorize_pushed(
 def _decide(
     request: web.Request, client_id: str | None, outcome: str, error: str, source: str
 ) -> None:
-    """Count and log one authorization decision (never the request object itself)."""
+    """Count one authorization decision; it is logged on the request's access line (one
+    line per request), never with the request object itself."""
     request.app[appkeys.METRICS].decisions.labels(outcome, error, source).inc()
-    log.info(
-        "authorization decision",
-        extra={"client_id": client_id, "outcome": outcome, "error": error, "source": source},
-    )
+    request[DECISION] = {
+        "client_id": client_id,
+        "outcome": outcome,
+        "error": error,
+        "source": source,
+    }

@@ -43,7 +43,7 @@ from .authorize import (
 )
 from .make import ASSERTION_TYPE
 from .pushed import Pushed, new_request_uri, save_pushed
-from .verify import decode_json_segment, media_type, split_compact, verify_client_jws
+from .verify import claim_jti, decode_json_segment, media_type, split_compact, verify_client_jws
 
 log = logging.getLogger("jargate.par")
 
@@ -266,6 +266,8 @@ async def _push(request: web.Request) -> web.Response:
     if "request" in params:
         # RFC 9126 §3: with a request object, only it and the authentication count.
         accepted = await verified_request(request, {**outer, "request": params["request"]}, client)
+        if accepted.claim is not None:
+            await claim_jti(app[appkeys.STORE], accepted.claim)
     else:
         try:
             accepted = plain_request({**params, **outer}, client)

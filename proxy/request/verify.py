@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc import jwe, jws
+from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
+from joserfc.jws import JWSRegistry
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
 from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
@@ -212,15 +213,26 @@ async def verify_client_jws(
             if kid is not None
             else f"no registered key of this client fits alg {alg}"
         )
-    for key in candidates:
-        try:
-            jws.deserialize_compact(token, key, algorithms=[alg])
-            break
-        except (JoseError, ValueError, TypeError):
-            continue
-    else:
+    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+    signature = _b64decode(parts[2], kind)
+    if not any(signature_verifies(alg, signing_input, signature, key) for key in candidates):
         raise InvalidRequestObject(f"the {kind}'s signature does not verify")
     return header, decode_json_segment(payload_segment, "payload", kind, max_depth)
+
+
+#: joserfc's own algorithm implementations, by name: the header was parsed and checked
+#: above, so the signature is verified directly instead of parsing the token twice.
+_ALGORITHMS = {name: JWSRegistry.algorithms[name] for name in SIGNING_ALGS}
+
+
+def signature_verifies(alg: str, signing_input: bytes, signature: bytes, key: Key) -> bool:
+    """True when ``signature`` over ``signing_input`` verifies with ``key`` under ``alg``."""
+    model = _ALGORITHMS[alg]
+    try:
+        model.check_key(key)
+        return bool(model.verify(signing_input, signature, key))
+    except (JoseError, ValueError, TypeError):
+        return False
 
 
 def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
@@ -312,19 +324,30 @@ def _check_audience(aud: Any, issuer: str) -> None:
     raise InvalidRequestObject("aud is required and must be the issuer")
 
 
-async def claim_jti(
-    store: Store,
+@dataclass(frozen=True, slots=True)
+class JtiClaim:
+    """The store key that records an object as used, and until when (seconds from now)."""
+
+    key: str
+    ttl: float
+
+
+class ReplayedObject(InvalidRequestObject):
+    """The request object was already used."""
+
+    description = "this request object was already used (replay)"
+
+
+def jti_claim(
     client: RegisteredClient,
     verified: VerifiedObject,
     token: str,
     settings: Settings,
     *,
     now: float | None = None,
-) -> None:
-    """Record the object as used until it expires (plus skew); a second use is a replay.
-
-    Without a ``jti`` the object's SHA-256 stands in for it.
-    """
+) -> JtiClaim:
+    """What records the object as used: its ``jti`` (or, without one, its SHA-256) per
+    client, until it expires plus the skew."""
     now = time.time() if now is None else now
     jti = verified.claims.get("jti")
     identity = (
@@ -332,5 +355,13 @@ async def claim_jti(
     )
     exp = float(verified.claims["exp"])
     ttl = max(1.0, exp + settings.clock_skew_seconds - now)
-    if not await store.claim_once(hashed_key("jti", client.client_id, identity), ttl):
-        raise InvalidRequestObject("this request object was already used (replay)")
+    return JtiClaim(hashed_key("jti", client.client_id, identity), ttl)
+
+
+async def claim_jti(store: Store, claim: JtiClaim) -> None:
+    """Record the object as used; a second use is a replay (:class:`ReplayedObject`).
+
+    The authorization endpoint makes this claim together with storing the flow
+    (:meth:`~proxy.store.Store.claim_and_put`); the PAR endpoint makes it alone."""
+    if not await store.claim_once(claim.key, claim.ttl):
+        raise ReplayedObject()
