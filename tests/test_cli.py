@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -195,6 +196,13 @@ def test_python_dash_m_is_the_same_program() -> None:
     assert result.stdout.startswith("jargate ")
 
 
+def client_key_pair(directory: Path, alg: str, kid: str) -> tuple[Path, dict[str, Any]]:
+    """A client's private key file made by `jargate keys generate`, and its public JWKS."""
+    key_file = directory / "client.json"
+    key_file.write_text(run("keys", "generate", "--alg", alg, "--kid", kid).stdout)
+    return key_file, dict(json.loads(run("keys", "public", str(key_file)).stdout))
+
+
 async def test_request_object_command_output_is_accepted(
     tmp_path: Path, aiohttp_client: AiohttpClient, legacy: Legacy
 ) -> None:
@@ -204,9 +212,7 @@ async def test_request_object_command_output_is_accepted(
     from proxy.store import MemoryStore
     from tests.support import make_settings
 
-    key_file = tmp_path / "client.json"
-    key_file.write_text(run("keys", "generate", "--alg", "PS256", "--kid", "cli").stdout)
-    public = json.loads(run("keys", "public", str(key_file)).stdout)
+    key_file, public = client_key_pair(tmp_path, "PS256", "cli")
     keyring = Keyring.throwaway()
     gateway_jwks = tmp_path / "gateway.json"
     gateway_jwks.write_text(json.dumps(keyring.public_jwks()))
@@ -263,9 +269,7 @@ async def test_request_object_par_pushes_and_is_accepted(
     from proxy.store import MemoryStore
     from tests.support import make_settings
 
-    key_file = tmp_path / "client.json"
-    key_file.write_text(run("keys", "generate", "--alg", "ES256", "--kid", "par-cli").stdout)
-    public = json.loads(run("keys", "public", str(key_file)).stdout)
+    key_file, public = client_key_pair(tmp_path, "ES256", "par-cli")
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     clients = {
