@@ -439,6 +439,11 @@ def main() -> int:  # noqa: PLR0915 - one linear run
             )
         )
 
+        # Warm both servers up (connections, caches) before anything is measured.
+        warm = write([{"path": "/page"}] * 50_000, "warm-up")
+        for url in (baseline_url, gateway_url):
+            load(url, warm, seconds=2)
+
         for key, title, gw_items, bl_items, target in scenarios:
             name = f"{key}-{len(rows)}"
             baseline = load(baseline_url, write(bl_items, name + "-baseline"))

@@ -193,7 +193,28 @@ class Upstream:
         upstream: aiohttp.ClientResponse,
         extra_headers: Iterable[tuple[str, str]] = (),
     ) -> web.StreamResponse:
-        """Stream the upstream's answer to the client unchanged."""
+        """Stream the upstream's answer to the client unchanged.
+
+        A body whose length is known and fits in one stream chunk is sent with its headers
+        in one write (it would be one chunk either way); anything else is streamed."""
+        length = upstream.content_length
+        if (
+            length is not None
+            and length <= _CHUNK
+            and request.method != "HEAD"
+            and upstream.status not in (204, 304)
+        ):
+            try:
+                body = await upstream.content.readexactly(length)
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                raise UpstreamUnavailable() from exc
+            whole = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+            for name, value in end_to_end(upstream.headers.items()):
+                if name.lower() != "content-length":
+                    whole.headers.add(name, value)
+            for name, value in extra_headers:
+                whole.headers[name] = value
+            return whole
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in end_to_end(upstream.headers.items()):
             response.headers.add(name, value)
