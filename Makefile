@@ -29,8 +29,8 @@ interop-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy tests
-	$(BIN)/ruff format --check proxy tests
+	$(BIN)/ruff check proxy tests bench
+	$(BIN)/ruff format --check proxy tests bench
 
 types: $(STAMP)
 	$(BIN)/mypy

@@ -127,7 +127,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rate", type=float, default=0)
     args = parser.parse_args()
-    items = [json.loads(line) for line in open(args.requests)]
+    with open(args.requests) as lines:
+        items = [json.loads(line) for line in lines]
     print(json.dumps(asyncio.run(run(args.base, items, args.connections, args.seconds, args.rate))))
 
 

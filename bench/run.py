@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import platform
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key  # noqa: E402
 
 from proxy.keyring import generate_private_jwks  # noqa: E402
 from proxy.store import hashed_key  # noqa: E402
-from tests.support import free_port  # noqa: E402
-from tests.support import redis_server_binary as redis_binary  # noqa: E402
+from tests.support import RedisServer, free_port  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -257,7 +255,7 @@ def machine() -> str:
     )
 
 
-def main() -> int:  # noqa: PLR0915 - one linear run
+def main() -> int:
     started = time.monotonic()
     processes = Processes()
     upstream_port, baseline_port, gateway_port, redis_port = (free_port() for _ in range(4))
@@ -280,23 +278,8 @@ def main() -> int:  # noqa: PLR0915 - one linear run
     }
     gateway_url, baseline_url = issuer, f"http://127.0.0.1:{baseline_port}"
     rows: list[dict[str, Any]] = []
+    redis_server = RedisServer(port=redis_port).start()
     try:
-        processes.start(
-            [
-                redis_binary(),
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(TMP),
-            ],
-            redis_port,
-        )
         processes.start(
             [sys.executable, "bench/upstream.py", "--port", str(upstream_port)], upstream_port
         )
@@ -521,6 +504,7 @@ def main() -> int:  # noqa: PLR0915 - one linear run
         )
     finally:
         processes.stop_all()
+        redis_server.stop()
     report(
         rows, half, peak_rss, two_workers, one_worker, scaling, profile, time.monotonic() - started
     )
@@ -628,7 +612,9 @@ def report(
     analysis = ROOT / "bench" / "analysis.md"
     if analysis.exists():
         lines += ["", analysis.read_text()]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+    Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "RESULTS.md")).write_text(
+        "\n".join(lines)
+    )
     print("\n".join(lines[: len(rows) + 12]))
 
 

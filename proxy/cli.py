@@ -76,6 +76,8 @@ def _run_worker(settings: Settings, registry: ClientRegistry, keyring: Keyring) 
     metrics = Metrics()
     app = create_app(settings, registry=registry, keyring=keyring, metrics=metrics)
     asyncio.run(_serve(app, settings, metrics))
+    # Drained and closed: a repeated SIGTERM from now on must not turn a clean exit into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _run_workers(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> int:

@@ -146,6 +146,7 @@ class GatewayProcess:
         self.env = clean_env(**env)
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = b""
+        self.collected = False
 
     @classmethod
     def running(cls, command: list[str], cwd: Path, **env: str) -> GatewayProcess:
@@ -173,11 +174,13 @@ class GatewayProcess:
         raise RuntimeError(f"jargate serve did not start: {await self.stop()}")
 
     async def stop(self) -> str:
-        """Stop it (SIGTERM) and return what it logged."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
+        """Stop it (SIGTERM, unless it has exited) and return what it logged."""
+        if self.process is not None and not self.collected:
+            if self.process.returncode is None:
+                self.process.terminate()
             _, stderr = await asyncio.wait_for(self.process.communicate(), timeout=30)
             self.stderr += stderr
+            self.collected = True
         return self.stderr.decode()
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -183,8 +183,8 @@ async def test_serve_passes_traffic_and_drains_on_sigterm(legacy: Legacy) -> Non
             gateway.process.send_signal(signal.SIGTERM)
             response = await slow
             assert (200, "slow") == (response.status, await response.text())
+        assert 0 == await asyncio.wait_for(gateway.process.wait(), timeout=30)
         logs = await gateway.stop()
-        assert 0 == gateway.process.returncode
     messages = [json.loads(line)["msg"] for line in logs.splitlines()]
     assert "draining in-flight requests" in messages
     assert any("throw-away keys" in m for m in messages)
