@@ -4,14 +4,18 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
 
     GatewayError                      error                     status
     ├── InvalidRequest                invalid_request           400
-    │   └── PayloadTooLarge                                     413
+    │   ├── PayloadTooLarge                                     413
+    │   └── PolicyRefusal             (report mode lets it pass)
     ├── InvalidRequestObject          invalid_request_object    400
+    │   └── ReplayedObject
     ├── InvalidRequestUri             invalid_request_uri       400
     ├── RequestNotSupported           request_not_supported     400
     ├── RequestUriNotSupported        request_uri_not_supported 400
     ├── UnauthorizedClient            unauthorized_client       400
     ├── InvalidClient                 invalid_client            401
     ├── ServerError                   server_error              500
+    │   ├── JarmKeyMissing
+    │   └── UpstreamRedirectMismatch                            502
     └── TemporarilyUnavailable        temporarily_unavailable   503
         ├── StoreUnavailable                                    503
         ├── UpstreamUnavailable                                 502
@@ -55,10 +59,20 @@ class PayloadTooLarge(InvalidRequest):
     status = 413
 
 
+class PolicyRefusal(InvalidRequest):
+    """The client's registered policy forbids this request (``report`` mode lets it pass)."""
+
+
 class InvalidRequestObject(GatewayError):
     """RFC 9101 §7: the request object is invalid (signature, claims, encryption)."""
 
     error = "invalid_request_object"
+
+
+class ReplayedObject(InvalidRequestObject):
+    """The request object was already used (its ``jti`` is claimed in the store)."""
+
+    description = "this request object was already used (replay)"
 
 
 class InvalidRequestUri(GatewayError):
@@ -98,6 +112,17 @@ class ServerError(GatewayError):
     error = "server_error"
     status = 500
     description = "the gateway could not process the request"
+
+
+class JarmKeyMissing(ServerError):
+    """The gateway or the client lacks the key a JARM response needs."""
+
+
+class UpstreamRedirectMismatch(ServerError):
+    """The upstream sent a flow's response somewhere other than its redirect URI."""
+
+    status = 502
+    description = "the upstream redirected the flow to an unexpected URI"
 
 
 class TemporarilyUnavailable(GatewayError):

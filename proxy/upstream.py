@@ -197,6 +197,8 @@ class Upstream:
 
         A body whose length is known and fits in one stream chunk is sent with its headers
         in one write (it would be one chunk either way); anything else is streamed."""
+        headers: CIMultiDict[str] = CIMultiDict(end_to_end(upstream.headers.items()))
+        headers.update(extra_headers)
         length = upstream.content_length
         if (
             length is not None
@@ -208,18 +210,13 @@ class Upstream:
                 body = await upstream.content.readexactly(length)
             except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 raise UpstreamUnavailable() from exc
-            whole = web.Response(status=upstream.status, reason=upstream.reason, body=body)
-            for name, value in end_to_end(upstream.headers.items()):
-                if name.lower() != "content-length":
-                    whole.headers.add(name, value)
-            for name, value in extra_headers:
-                whole.headers[name] = value
-            return whole
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in end_to_end(upstream.headers.items()):
-            response.headers.add(name, value)
-        for name, value in extra_headers:
-            response.headers[name] = value
+            headers.popall("Content-Length", None)
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, body=body, headers=headers
+            )
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
         await response.prepare(request)
         if request.method != "HEAD" and upstream.status not in (204, 304):
             try:

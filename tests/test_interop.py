@@ -229,3 +229,7 @@ async def test_tampered_request_object_ends_without_a_code(peers: Peers) -> None
     assert outcome.get("ok") is not True, outcome
     assert "code" not in outcome.get("query", [])
     assert "invalid_request_object" in (outcome.get("gateway_error") or "")
+    # One hop, answered by the gateway: the browser never reached the upstream's pages,
+    # and the gateway (which alone calls the upstream's authorization endpoint) refused.
+    assert 1 == len(outcome["trail"]), outcome["trail"]
+    assert outcome["trail"][0].endswith("-> 400")

@@ -125,4 +125,5 @@ async def test_nested_assertion_at_par_is_invalid_client(jar: Jar, legacy: Legac
         },
     )
     assert (401, "invalid_client") == (response.status, (await response.json())["error"])
+    assert [] == legacy.recorder.requests
     assert private_key("p256", "pk").kid == "p256pk"

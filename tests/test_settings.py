@@ -222,3 +222,12 @@ def test_example_env_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(REPO / "config" / "example.env")
     assert isinstance(settings, Settings)
     assert Path("config/clients.example.yaml") == settings.clients_file
+
+
+def test_example_env_lists_every_setting() -> None:
+    """config/example.env shows every variable (set, or commented out), and no other."""
+    import re
+
+    text = (REPO / "config" / "example.env").read_text()
+    listed = set(re.findall(r"^#?\s*(JARGATE_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert known_variables() == listed

@@ -28,6 +28,8 @@ from proxy.errors import (
     InvalidRequest,
     InvalidRequestObject,
     InvalidRequestUri,
+    PolicyRefusal,
+    ReplayedObject,
     TemporarilyUnavailable,
     UnauthorizedClient,
     error_page,
@@ -55,7 +57,6 @@ from .obtain import (
 from .params import JWT_MODES, RESPONSE_MODES, parameters_from_claims, read_params
 from .verify import (
     JtiClaim,
-    ReplayedObject,
     decrypt_request_object,
     jti_claim,
     validate_claims,
@@ -77,10 +78,6 @@ class Accepted:
     source: str
     #: The request object's replay claim, made when the flow is stored (JAR only).
     claim: JtiClaim | None = None
-
-
-class PolicyRefusal(InvalidRequest):
-    """The client's registered policy forbids this request (``report`` mode lets it pass)."""
 
 
 class VerifiedRefusal(Exception):

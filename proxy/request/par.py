@@ -27,6 +27,7 @@ from proxy.errors import (
     InvalidRequest,
     InvalidRequestObject,
     PayloadTooLarge,
+    PolicyRefusal,
     TemporarilyUnavailable,
     error_page,
 )
@@ -35,7 +36,6 @@ from proxy.store import hashed_key
 
 from .authorize import (
     Accepted,
-    PolicyRefusal,
     VerifiedRefusal,
     plain_request,
     trusted_destination,

@@ -28,7 +28,7 @@ from joserfc.jws import JWSRegistry
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
 from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
-from proxy.errors import InvalidRequestObject
+from proxy.errors import InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
 from proxy.limits import TooDeep, loads_bounded
 from proxy.settings import SIGNING_ALGS, Settings
@@ -330,12 +330,6 @@ class JtiClaim:
 
     key: str
     ttl: float
-
-
-class ReplayedObject(InvalidRequestObject):
-    """The request object was already used."""
-
-    description = "this request object was already used (replay)"
 
 
 def jti_claim(

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.errors import GatewayError, InvalidRequest
+from proxy.errors import InvalidRequest, UpstreamRedirectMismatch
 from proxy.flows import HANDLE_PREFIX, Flow, looks_like_handle, take_flow
 from proxy.upstream import end_to_end
 
@@ -27,14 +27,6 @@ from .deliver import Destination, deliver
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: Headers of the upstream's redirect that do not describe the gateway's answer.
 _REPLACED = frozenset({"location", "content-length", "content-type", "content-encoding"})
-
-
-class UpstreamRedirectMismatch(GatewayError):
-    """The upstream sent a flow's response somewhere other than its redirect URI."""
-
-    error = "server_error"
-    status = 502
-    description = "the upstream redirected the flow to an unexpected URI"
 
 
 def _state_of(pairs: list[tuple[str, str]]) -> str | None:

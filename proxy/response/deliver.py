@@ -23,7 +23,8 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import ClientKeysUnavailable
-from proxy.response.jarm import JarmKeyMissing, build_jarm_response, encryption_key_for
+from proxy.errors import JarmKeyMissing
+from proxy.response.jarm import build_jarm_response, encryption_key_for
 
 #: Response types that return a token or ID token through the front channel.
 TOKEN_RESPONSE_TYPES = ("token", "id_token")

@@ -20,16 +20,12 @@ from joserfc.jwk import Key, KeySet
 
 from proxy.algorithms import alg_fits_key
 from proxy.clients import RegisteredClient
-from proxy.errors import ServerError
+from proxy.errors import JarmKeyMissing
 from proxy.keyring import Keyring
 from proxy.settings import Settings
 
 #: Response parameters that are JSON numbers inside the JWT (RFC 6749 §4.2.2).
 NUMERIC_PARAMETERS = frozenset({"expires_in"})
-
-
-class JarmKeyMissing(ServerError):
-    """The gateway or the client lacks the key a JARM response needs."""
 
 
 def signing_alg_for(client: RegisteredClient, settings: Settings) -> str:
