@@ -34,10 +34,16 @@ from proxy.keyring import generate_private_jwks  # noqa: E402
 from proxy.store import hashed_key  # noqa: E402
 from tests.support import RedisServer, free_port  # noqa: E402
 
-SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+#: Each scenario runs this many alternating baseline/jargate rounds of SECONDS each.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-OBJECTS = int(os.environ.get("BENCH_OBJECTS", "8000"))
+OBJECTS = int(os.environ.get("BENCH_OBJECTS", "10000"))
+#: Only these scenario keys (e.g. "a,b"); the half-load, workers and profile phases run
+#: only when the whole table does.
+ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
 REDIRECT = "https://rp.example/cb"
+TICKS = os.sysconf("SC_CLK_TCK")
 TMP = Path(tempfile.mkdtemp(prefix="jargate-bench-"))
 
 
@@ -201,7 +207,25 @@ def plain_items(client_id: str, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def load(base: str, requests: Path, rate: float = 0, seconds: float = SECONDS) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its children so far."""
+    total = 0.0
+    for candidate in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def load(
+    base: str,
+    requests: Path,
+    rate: float = 0,
+    seconds: float = SECONDS,
+    watch: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Play ``requests`` against ``base``. With ``watch`` (name -> pid), also the CPU time
+    each of those processes spent per completed request, in µs (``cpu_us``)."""
+    before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     args = [
         sys.executable,
         str(ROOT / "bench" / "load.py"),
@@ -217,7 +241,36 @@ def load(base: str, requests: Path, rate: float = 0, seconds: float = SECONDS) -
         str(rate),
     ]
     result = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 120)
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    measured = dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    completed = max(1, measured["completed"])
+    measured["cpu_us"] = {
+        name: round((cpu_seconds(pid) - before[name]) * 1e6 / completed)
+        for name, pid in (watch or {}).items()
+    }
+    measured["cpu_us"]["generator"] = round(measured.pop("cpu_s") * 1e6 / completed)
+    return measured
+
+
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several rounds of one scenario as one: throughput over the summed time, the median
+    round's p50 and the worst round's p99, CPU per request weighted by requests."""
+    completed = sum(r["completed"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    p50s = sorted(r["p50_ms"] for r in results)
+    return {
+        "completed": completed,
+        "errors": sum(r["errors"] for r in results),
+        "seconds": round(seconds, 2),
+        "rps": round(completed / seconds, 1) if seconds else 0.0,
+        "p50_ms": p50s[len(p50s) // 2],
+        "p99_ms": max(r["p99_ms"] for r in results),
+        "cpu_us": {
+            name: round(
+                sum(r["cpu_us"][name] * r["completed"] for r in results) / max(1, completed)
+            )
+            for name in results[0]["cpu_us"]
+        },
+    }
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -258,13 +311,19 @@ def machine() -> str:
 def main() -> int:
     started = time.monotonic()
     processes = Processes()
-    upstream_port, baseline_port, gateway_port, redis_port = (free_port() for _ in range(4))
+    upstream_port, baseline_port, gateway_port, redis_port, floor_port = (
+        free_port() for _ in range(5)
+    )
     issuer = f"http://127.0.0.1:{gateway_port}"
     keys_file, clients_file = TMP / "keys.json", TMP / "clients.json"
     keys_file.write_text(
         json.dumps({"keys": [generate_private_jwks(a)["keys"][0] for a in ("ES256", "RS256")]})
     )
     clients_file.write_text(json.dumps(registry()))
+    public_file = TMP / "public.json"
+    public_file.write_text(
+        json.dumps({"keys": [key.as_dict(private=False) for key in KEYS.values()]})
+    )
     gateway_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("JARGATE_")},
         "JARGATE_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
@@ -277,13 +336,14 @@ def main() -> int:
         "JARGATE_CLIENTS_FILE": str(clients_file),
     }
     gateway_url, baseline_url = issuer, f"http://127.0.0.1:{baseline_port}"
+    floor_url = f"http://127.0.0.1:{floor_port}"
     rows: list[dict[str, Any]] = []
     redis_server = RedisServer(port=redis_port).start()
     try:
-        processes.start(
+        upstream = processes.start(
             [sys.executable, "bench/upstream.py", "--port", str(upstream_port)], upstream_port
         )
-        processes.start(
+        baseline_process = processes.start(
             [
                 sys.executable,
                 "bench/baseline.py",
@@ -293,6 +353,21 @@ def main() -> int:
                 f"http://127.0.0.1:{upstream_port}",
             ],
             baseline_port,
+        )
+        floor_process = processes.start(
+            [
+                sys.executable,
+                "bench/baseline.py",
+                "--port",
+                str(floor_port),
+                "--upstream",
+                f"http://127.0.0.1:{upstream_port}",
+                "--jwks",
+                str(public_file),
+                "--redis",
+                f"redis://127.0.0.1:{redis_port}/1",
+            ],
+            floor_port,
         )
         gateway = processes.start(
             [sys.executable, "-m", "proxy", "serve"], gateway_port, gateway_env
@@ -427,28 +502,64 @@ def main() -> int:
         for url in (baseline_url, gateway_url):
             load(url, warm, seconds=2)
 
+        assert redis_server.process is not None
+        shared = {"upstream": upstream.pid, "redis": redis_server.process.pid}
         for key, title, gw_items, bl_items, target in scenarios:
+            if ONLY and key not in ONLY:
+                continue
             name = f"{key}-{len(rows)}"
-            baseline = load(baseline_url, write(bl_items, name + "-baseline"))
-            measured = load(gateway_url, write(gw_items, name + "-gateway"))
+            # Alternate baseline and jargate (disjoint object slices) so that drift in
+            # this shared machine's speed falls on both alike.
+            pairs = [
+                (
+                    load(
+                        baseline_url,
+                        write(bl_items[r::ROUNDS], f"{name}-{r}-baseline"),
+                        watch={"proxy": baseline_process.pid, **shared},
+                    ),
+                    load(
+                        gateway_url,
+                        write(gw_items[r::ROUNDS], f"{name}-{r}-gateway"),
+                        watch={"proxy": gateway.pid, **shared},
+                    ),
+                )
+                for r in range(ROUNDS)
+            ]
+            baseline = combine([b for b, _ in pairs])
+            measured = combine([j for _, j in pairs])
             ratio = round(measured["rps"] / baseline["rps"], 2) if baseline["rps"] else 0
-            rows.append(
-                {
-                    "key": key,
-                    "title": title,
-                    "baseline": baseline,
-                    "jargate": measured,
-                    "ratio": ratio,
-                    "target": target,
-                }
-            )
+            row = {
+                "key": key,
+                "title": title,
+                "baseline": baseline,
+                "jargate": measured,
+                "ratio": ratio,
+                "target": target,
+            }
+            if key == "b":  # the same objects through the JAR floor (bench/baseline.py)
+                row["floor"] = combine(
+                    [
+                        load(
+                            floor_url,
+                            write(bl_items[r::ROUNDS], f"{name}-{r}-floor"),
+                            watch={"proxy": floor_process.pid, **shared},
+                        )
+                        for r in range(ROUNDS)
+                    ]
+                )
+            rows.append(row)
             print(
                 f"({key}) {title}: jargate {measured['rps']} rps vs baseline {baseline['rps']} rps "
-                f"= {ratio} (target {target or '-'}), errors {measured['errors']}/{baseline['errors']}",
+                f"= {ratio} (target {target or '-'}), errors {measured['errors']}/{baseline['errors']}"
+                f"; CPU µs/request jargate {measured['cpu_us']} baseline {baseline['cpu_us']}",
                 flush=True,
             )
+            if "floor" in row:
+                print(f"    JAR floor {row['floor']['rps']} rps", flush=True)
 
         peak_rss = rss_peak_mb(gateway.pid)
+        if ONLY:
+            return 0
 
         half = []
         for key, title, gw_items, bl_items in (
@@ -482,20 +593,28 @@ def main() -> int:
                 flush=True,
             )
 
+        # One worker, then two, back to back on (b) ES256 (disjoint objects).
+        gw, _ = jar_items("bench", workers_objects)
+        one_worker = load(
+            gateway_url, write(gw[::2], "one-worker"), watch={"proxy": gateway.pid, **shared}
+        )
         processes.stop(gateway)
         gateway = processes.start(
             [sys.executable, "-m", "proxy", "serve"],
             gateway_port,
             {**gateway_env, "JARGATE_WORKERS": "2"},
         )
-        gw, _ = jar_items("bench", workers_objects)
-        two_workers = load(gateway_url, write(gw, "workers"))
-        one_worker = next(
-            r["jargate"] for r in rows if r["title"].startswith("JAR by value, ES256")
-        )
+        two_workers = load(gateway_url, write(gw[1::2], "two-workers"))
         scaling = round(two_workers["rps"] / one_worker["rps"], 2)
+        # Every process's CPU per request with one worker: the two cores cannot carry more
+        # than cores / (their sum) requests a second, however many workers jargate runs.
+        per_request = sum(one_worker["cpu_us"].values())
+        ceiling = round((os.cpu_count() or 1) * 1e6 / per_request / one_worker["rps"], 2)
+        one_worker["ceiling"] = ceiling
         print(
-            f"2 workers on (b) ES256: {two_workers['rps']} rps = {scaling} x 1 worker", flush=True
+            f"2 workers on (b) ES256: {two_workers['rps']} rps = {scaling} x 1 worker "
+            f"({one_worker['rps']} rps); the machine's ceiling {ceiling} x",
+            flush=True,
         )
         processes.stop(gateway)
 
@@ -561,7 +680,8 @@ def report(
         "# jargate benchmark results",
         "",
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
-        f"Each scenario: {CONNECTIONS} connections, {SECONDS:.0f} s, closed loop, every request object "
+        f"Each scenario: {CONNECTIONS} connections, closed loop, {ROUNDS} rounds of {SECONDS:.0f} s "
+        "alternating baseline and jargate, every request object "
         "unique (a fresh `jti`, so the Redis replay claim is included). The baseline is a naive aiohttp "
         "pass-through proxy (`bench/baseline.py`) carrying the same number of HTTP exchanges to the same "
         "upstream in the same run. Ratios are jargate's throughput over the baseline's.",
@@ -577,6 +697,41 @@ def report(
         )
         lines.append(
             f"| ({row['key']}) {row['title']} | {fmt(row['baseline'])} | {fmt(row['jargate'])} | {row['ratio']} | {target} |"
+        )
+    floors = [row for row in rows if "floor" in row]
+    if floors:
+        lines += [
+            "",
+            "Scenario (b) against the *JAR floor* (`bench/baseline.py --jwks --redis`: the "
+            "baseline plus only the work RFC 9101 makes unavoidable, a signature check and a "
+            "once-only `jti` claim in Redis, on uvloop): the floor over the baseline is the "
+            "ceiling for any gateway on this stack; jargate over the floor is what jargate's "
+            "own checks, flow and response handling cost on top.",
+            "",
+            "| alg | baseline rps | JAR floor rps | floor / baseline (ceiling) | jargate rps "
+            "| jargate / floor |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in floors:
+            floor, base, ours = row["floor"]["rps"], row["baseline"]["rps"], row["jargate"]["rps"]
+            lines.append(
+                f"| {row['title'].split(', ')[1]} | {base:.0f} | {floor:.0f} | "
+                f"{floor / base:.2f} | {ours:.0f} | {ours / floor:.2f} |"
+            )
+    lines += [
+        "",
+        "CPU time per request, µs, by process (user + system over the whole phase, divided by "
+        "the requests completed; `proxy` is the baseline or jargate):",
+        "",
+        "| scenario | proxy: baseline → jargate | upstream | Redis | load generator |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        b, j = row["baseline"]["cpu_us"], row["jargate"]["cpu_us"]
+        lines.append(
+            f"| ({row['key']}) {row['title']} | {b['proxy']} → {j['proxy']} | "
+            f"{b['upstream']} → {j['upstream']} | {b['redis']} → {j['redis']} | "
+            f"{b['generator']} → {j['generator']} |"
         )
     lines += [
         "",
@@ -595,8 +750,14 @@ def report(
         f"Peak RSS of jargate (one worker, after every scenario): {peak_rss} MB "
         f"(target < 120 MB: {verdict(peak_rss < 120)}).",
         "",
-        f"Workers (`JARGATE_WORKERS=2`, SO_REUSEPORT) on (b) ES256: {two['rps']} rps against "
-        f"{one['rps']} rps with one worker = {scaling} x (target ≥ 1.6: {verdict(scaling >= 1.6)}).",
+        f"Workers (`JARGATE_WORKERS=2`, SO_REUSEPORT) on (b) ES256, measured back to back: "
+        f"{two['rps']} rps against {one['rps']} rps with one worker = {scaling} x "
+        f"(target ≥ 1.6: {verdict(scaling >= 1.6)}). With one worker every process together "
+        f"(jargate {one['cpu_us']['proxy']}, upstream {one['cpu_us']['upstream']}, Redis "
+        f"{one['cpu_us']['redis']}, load generator {one['cpu_us']['generator']} µs of CPU per "
+        f"request) needs {sum(one['cpu_us'].values())} µs per request, so "
+        f"{os.cpu_count()} cores carry at most {(os.cpu_count() or 1) * 1e6 / sum(one['cpu_us'].values()):.0f} rps "
+        f"whatever the number of workers: a ceiling of {one['ceiling']} x on this machine.",
         "",
         "## Where the time goes",
         "",

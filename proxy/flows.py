@@ -1,9 +1,15 @@
 """Flows: one authorization in flight, shared by the request and the response side.
 
-The request side starts a flow when it forwards an authorization request: it stores a
-:class:`Flow` under a fresh random *handle* and sends the handle upstream as ``state``.
-The response side finds the handle in the upstream's redirect, takes the flow once, and
-answers the client as it asked. Handles carry a fixed prefix so that something that
+The request side starts a flow when it forwards an authorization request: a
+:class:`Flow` under a fresh random *handle*, sent upstream as ``state``. The response
+side finds the handle in the upstream's redirect and answers the client as it asked.
+
+A flow is stored only when it must wait: when the upstream answers the gateway's
+server-side call with its redirect back to the client (a user already signed in), the
+flow completes in the same request, from memory, and never reaches the store (one Redis
+round trip saved each way). When the upstream sends the browser elsewhere first (a login
+page), the flow is stored before that answer leaves, and the redirect that finally comes
+back takes it once. Handles carry a fixed prefix so that something that
 merely looks like one is recognised (and refused) rather than passed on.
 """
 
@@ -65,14 +71,28 @@ class Flow:
         return cls(**json.loads(text))
 
 
+@dataclass(frozen=True, slots=True)
+class PendingFlow:
+    """A flow forwarded upstream and not stored yet (see the module docstring)."""
+
+    handle: str
+    flow: Flow
+    #: The upstream request target (authorization path and plain query).
+    target: str
+    ttl: float
+    #: Other ``(key, value, ttl)`` entries to store with the flow if it must wait.
+    also: tuple[tuple[str, str, float], ...] = ()
+
+
+async def store_pending(store: Store, pending: PendingFlow) -> None:
+    """Store a flow that must wait for the browser to come back (one round trip)."""
+    entry = (flow_key(pending.handle), pending.flow.to_json(), pending.ttl)
+    await store.put_many((entry, *pending.also))
+
+
 def flow_key(handle: str) -> str:
     """The store key of a flow (handles come back from outside, so they are hashed)."""
     return hashed_key("flow", handle)
-
-
-async def save_flow(store: Store, handle: str, flow: Flow, ttl: float) -> None:
-    """Store ``flow`` under ``handle`` for ``ttl`` seconds."""
-    await store.put(flow_key(handle), flow.to_json(), ttl)
 
 
 async def peek_flow(store: Store, handle: str) -> Flow | None:

@@ -4,7 +4,8 @@ One small :class:`Store` protocol with two implementations that pass the same te
 
 - :class:`MemoryStore`, in-process, TTL-aware and bounded: one replica and the demo.
 - :class:`RedisStore`, redis.asyncio: several replicas. Every operation is a single
-  atomic command (``SET NX PX``, ``SET PX``, ``GETDEL``, ``GET``, ``PING``).
+  atomic command (``SET NX PX``, ``SET PX``, ``GETDEL``, ``GET``, ``PING``); ``put_many``
+  pipelines several ``SET PX``.
 
 Keys are namespaced ``jargate:``; callers hash any part that comes from outside
 (:func:`hashed_key`). An unreachable or failing store raises
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import time
+from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -49,14 +51,8 @@ class Store(Protocol):
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any old value."""
         ...
 
-    async def claim_and_put(
-        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
-    ) -> bool:
-        """:meth:`claim_once` and :meth:`put` in one round trip; True when the claim won.
-
-        When the claim loses, ``value`` may still be stored: callers use a fresh random
-        ``key`` that is never revealed in that case, so the value is inert until it expires.
-        """
+    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
+        """:meth:`put` for each ``(key, value, ttl)``, in one round trip."""
         ...
 
     async def take(self, key: str) -> str | None:
@@ -133,13 +129,10 @@ class MemoryStore:
     async def put(self, key: str, value: str, ttl: float) -> None:
         self._set(key, value, ttl, time.monotonic())
 
-    async def claim_and_put(
-        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
-    ) -> bool:
-        if not await self.claim_once(claim_key, claim_ttl):
-            return False
-        await self.put(key, value, ttl)
-        return True
+    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
+        now = time.monotonic()
+        for key, value, ttl in entries:
+            self._set(key, value, ttl, now)
 
     async def take(self, key: str) -> str | None:
         entry = self._live(key, time.monotonic())
@@ -209,17 +202,14 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
-    async def claim_and_put(
-        self, claim_key: str, claim_ttl: float, key: str, value: str, ttl: float
-    ) -> bool:
+    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
         try:
             pipeline = self._redis.pipeline(transaction=False)
-            pipeline.set(PREFIX + claim_key, "1", nx=True, px=_ttl_ms(claim_ttl))
-            pipeline.set(PREFIX + key, value, px=_ttl_ms(ttl))
-            claimed, _ = await pipeline.execute()
+            for key, value, ttl in entries:
+                pipeline.set(PREFIX + key, value, px=_ttl_ms(ttl))
+            await pipeline.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
-        return bool(claimed)
 
     async def take(self, key: str) -> str | None:
         try:

@@ -113,17 +113,24 @@ async def test_store_frozen_under_load_fails_closed_and_recovers(
     assert [] == legacy.recorder.requests
 
 
-async def test_flow_that_cannot_be_stored_is_not_forwarded(
+async def test_flow_that_must_wait_but_cannot_be_stored_is_not_relayed(
     aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
 ) -> None:
-    """A plain request (no replay claim) whose flow cannot be saved never reaches upstream."""
+    """The upstream sends the browser to its login page, so the flow must wait in the
+    store; the store is frozen: 503, and the login redirect (carrying the handle of a flow
+    nobody could complete) is not passed on."""
     client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
     freeze(paused_redis, True)
     try:
         response = await asyncio.wait_for(
             client.get(
                 "/authorize",
-                params={"client_id": "plain", "response_type": "code", "redirect_uri": REDIRECT},
+                params={
+                    "client_id": "plain",
+                    "response_type": "code",
+                    "redirect_uri": REDIRECT,
+                    "prompt": "login",
+                },
                 allow_redirects=False,
             ),
             timeout=30,
@@ -131,7 +138,37 @@ async def test_flow_that_cannot_be_stored_is_not_forwarded(
     finally:
         freeze(paused_redis, False)
     assert 503 == response.status
-    assert [] == legacy.recorder.requests
+    assert "Location" not in response.headers
+    assert 1 == len(legacy.recorder.requests)  # asked once, its answer withheld
+
+
+async def test_flow_completed_at_once_needs_no_store(
+    aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
+) -> None:
+    """A plain request (no replay claim) that the upstream answers with its redirect back
+    completes from memory: the frozen store is never asked."""
+    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
+    freeze(paused_redis, True)
+    try:
+        response = await asyncio.wait_for(
+            client.get(
+                "/authorize",
+                params={
+                    "client_id": "plain",
+                    "response_type": "code",
+                    "redirect_uri": REDIRECT,
+                    "state": "mine",
+                },
+                allow_redirects=False,
+            ),
+            timeout=30,
+        )
+    finally:
+        freeze(paused_redis, False)
+    assert 302 == response.status
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert ["mine"] == query["state"]
+    assert "code" in query
 
 
 async def test_store_restart_recovers_without_gateway_restart(

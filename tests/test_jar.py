@@ -15,14 +15,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import redis
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from joserfc import jws
 from joserfc.jwk import Key, RSAKey
 
-from proxy.flows import HANDLE_PREFIX
+from proxy.flows import HANDLE_PREFIX, flow_key
 from proxy.keyring import Keyring
 from proxy.observability import Metrics
+from proxy.store import RedisStore
 from tests.conftest import GatewayFactory, Jar, Legacy
 from tests.jar import (
     DROP,
@@ -114,6 +116,37 @@ async def test_each_alg_by_value_is_accepted(jar: Jar, legacy: Legacy, alg: str)
     claims = Claims().build()
     response = await authorize(client, client_id="app", request=sign(claims, alg))
     assert_accepted(response, legacy, claims)
+
+
+async def test_flow_answered_at_once_costs_one_redis_write(
+    gateway: GatewayFactory, legacy: Legacy, clean_redis: str
+) -> None:
+    """A request object the upstream answers at once costs one Redis command: the jti
+    claim (the flow completes from memory, never stored, never taken). A flow that must
+    wait for a login is stored, once, with the same handle the upstream got."""
+    counter = redis.Redis.from_url(clean_redis)
+    store = RedisStore.from_url(clean_redis)
+    client = await gateway(registry=client_registry(), store=store)
+
+    def calls() -> dict[str, int]:
+        stats = counter.info("commandstats")
+        return {name[len("cmdstat_") :]: stat["calls"] for name, stat in stats.items()}
+
+    counter.config_resetstat()
+    claims = Claims().build()
+    assert_accepted(await authorize(client, client_id="app", request=sign(claims)), legacy, claims)
+    data = {k: v for k, v in calls().items() if k in ("set", "get", "getdel", "del")}
+    assert {"set": 1} == data
+    assert [b"jargate:jti:"] == [key[:12] for key in counter.keys("jargate:*")]
+
+    response = await authorize(
+        client, client_id="app", request=sign(Claims().build(prompt="login"))
+    )
+    assert response.headers["Location"].startswith("/login")
+    handle = parse_qs(urlsplit(legacy.recorder.requests[-1].raw_path).query)["state"][0]
+    assert await store.peek(flow_key(handle)) is not None
+    await store.close()
+    counter.close()
 
 
 @pytest.mark.parametrize(

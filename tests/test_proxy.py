@@ -285,15 +285,19 @@ async def test_metrics_count_requests_on_their_own_port(
 async def test_access_log_has_request_id_and_no_query(
     gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One access line per request, with its id, and never the query string (codes, tokens)."""
+    """One access line per request, never with the query string (codes, tokens); a
+    request merely passed through is logged at debug, a refusal at info."""
     client = await gateway()
-    with caplog.at_level(logging.INFO, logger="jargate.access"):
+    with caplog.at_level(logging.DEBUG, logger="jargate.access"):
         response = await client.get("/cb?code=SECRETCODE&access_token=SECRETTOKEN")
-    assert response.status == 200
+        refused = await client.get("/authorize?request=SECRETOBJECT")
+    assert (200, 400) == (response.status, refused.status)
     records = [r for r in caplog.records if r.name == "jargate.access"]
-    assert len(records) == 1
-    assert records[0].__dict__["path"] == "/cb"
-    assert "SECRET" not in json.dumps({k: str(v) for k, v in records[0].__dict__.items()})
+    assert [("/cb", logging.DEBUG), ("/authorize", logging.INFO)] == [
+        (r.__dict__["path"], r.levelno) for r in records
+    ]
+    for record in records:
+        assert "SECRET" not in json.dumps({k: str(v) for k, v in record.__dict__.items()})
 
 
 async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) -> None:

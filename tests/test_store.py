@@ -246,9 +246,11 @@ async def test_cluster_url() -> None:
         node.stop()
 
 
-async def test_claim_and_put_stores_only_with_a_winning_claim(store: Store) -> None:
-    """One round trip: the first claim stores the value; a losing claim says so."""
-    assert await store.claim_and_put("jti:cp", 10, "flow:cp1", "v1", 10)
-    assert "v1" == await store.peek("flow:cp1")
-    assert not await store.claim_and_put("jti:cp", 10, "flow:cp2", "v2", 10)
-    assert not await store.claim_once("jti:cp", 10)
+async def test_put_many_stores_every_entry_with_its_own_ttl(store: Store) -> None:
+    """One round trip, several entries; each expires on its own."""
+    await store.put_many([("flow:pm1", "v1", 0.2), ("par:pm2", "v2", 10)])
+    assert "v1" == await store.peek("flow:pm1")
+    assert "v2" == await store.peek("par:pm2")
+    await asyncio.sleep(0.3)
+    assert await store.peek("flow:pm1") is None
+    assert "v2" == await store.take("par:pm2")

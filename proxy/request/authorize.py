@@ -36,15 +36,14 @@ from proxy.errors import (
 )
 from proxy.flows import (
     Flow,
-    flow_key,
+    PendingFlow,
     looks_like_handle,
     new_handle,
     params_digest,
     peek_flow,
-    save_flow,
 )
 from proxy.observability import DECISION, REQUEST_ID
-from proxy.request.pushed import load_pushed, pushed_key, save_pushed
+from proxy.request.pushed import load_pushed, pushed_key
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
 from proxy.store import hashed_key
@@ -57,6 +56,7 @@ from .obtain import (
 from .params import JWT_MODES, RESPONSE_MODES, parameters_from_claims, read_params
 from .verify import (
     JtiClaim,
+    claim_jti,
     decrypt_request_object,
     jti_claim,
     validate_claims,
@@ -277,11 +277,11 @@ async def _refuse(
 async def forward(
     request: web.Request, accepted: Accepted, reported: GatewayError | None = None
 ) -> web.StreamResponse:
-    """Start the flow (claiming the object's jti in the same round trip) and send the plain
-    request upstream, server-side. ``reported``: the policy refusal report mode let pass."""
+    """Claim the object's jti, then send the plain request upstream, server-side.
+    ``reported``: the policy refusal report mode let pass."""
     client_id = accepted.destination.client_id
     try:
-        _, target = await start_flow(request.app, accepted)
+        pending = await start_flow(request.app, accepted)
     except ReplayedObject as replay:
         _decide(request, client_id, "refused", replay.error, accepted.source)
         return await deliver_error(
@@ -294,15 +294,19 @@ async def forward(
         _decide(request, client_id, "accepted", "none", accepted.source)
     else:
         _decide(request, client_id, "reported", reported.error, accepted.source)
-    return await send_upstream(request, target)
+    return await send_upstream(request, pending.target, pending)
 
 
 async def start_flow(
     app: web.Application, accepted: Accepted, par_key: str | None = None
-) -> tuple[str, str]:
-    """Store a flow for ``accepted``; return its handle and the upstream request target
-    (the authorization path with the plain, verified query, ``state`` the handle)."""
+) -> PendingFlow:
+    """Claim the request object's jti (if it has one) and prepare the flow for
+    ``accepted``: a fresh handle and the upstream request target (the authorization path
+    with the plain, verified query, ``state`` the handle). The flow is stored only if it
+    must wait (:mod:`proxy.flows`)."""
     settings = app[appkeys.SETTINGS]
+    if accepted.claim is not None:
+        await claim_jti(app[appkeys.STORE], accepted.claim)
     handle = new_handle()
     upstream_params = [
         (name, value) for name, value in accepted.params.items() if name not in _NOT_FORWARDED
@@ -318,23 +322,19 @@ async def start_flow(
         source=accepted.source,
         par_key=par_key,
     )
-    store, ttl = app[appkeys.STORE], settings.flow_ttl_seconds
-    if accepted.claim is None:
-        await save_flow(store, handle, flow, ttl)
-    elif not await store.claim_and_put(
-        accepted.claim.key, accepted.claim.ttl, flow_key(handle), flow.to_json(), ttl
-    ):
-        raise ReplayedObject()
-    return handle, f"{settings.authorization_path}?{urlencode(upstream_params)}"
+    target = f"{settings.authorization_path}?{urlencode(upstream_params)}"
+    return PendingFlow(handle, flow, target, settings.flow_ttl_seconds)
 
 
-async def send_upstream(request: web.Request, target: str) -> web.StreamResponse:
+async def send_upstream(
+    request: web.Request, target: str, pending: PendingFlow | None = None
+) -> web.StreamResponse:
     """Call the upstream's authorization endpoint server-side (with the browser's headers
     and cookies) and answer with what it says, completing the flow if it redirects back."""
     upstream = await request.app[appkeys.UPSTREAM].open(
         request, raw_target=target, method="GET", with_body=False, request_id=REQUEST_ID.get()
     )
-    return await relay_or_complete(request, upstream)
+    return await relay_or_complete(request, upstream, pending)
 
 
 async def reenter(
@@ -386,10 +386,14 @@ async def authorize_pushed(
         destination=trusted_destination(pushed.params, client, InvalidRequestUri),
         source="par",
     )
-    handle, target = await start_flow(app, accepted, par_key=pushed_key(urn))
-    await save_pushed(store, urn, replace(pushed, handle=handle, target=target), settings)
+    pending = await start_flow(app, accepted, par_key=pushed_key(urn))
+    # If the flow must wait, a reload finds it through the pushed request.
+    reload = replace(pushed, handle=pending.handle, target=pending.target)
+    pending = replace(
+        pending, also=((pushed_key(urn), reload.to_json(), settings.flow_ttl_seconds),)
+    )
     _decide(request, client.client_id, "accepted", "none", "par")
-    return await send_upstream(request, target)
+    return await send_upstream(request, pending.target, pending)
 
 
 def _decide(

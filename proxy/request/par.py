@@ -288,7 +288,7 @@ async def _push(request: web.Request) -> web.Response:
         raise InvalidRequest("a public client must use PKCE with S256 (code_challenge)")
     request_uri = new_request_uri()
     pushed = Pushed(client_id=client.client_id, params=accepted.params)
-    await save_pushed(app[appkeys.STORE], request_uri, pushed, settings, first=True)
+    await save_pushed(app[appkeys.STORE], request_uri, pushed, settings)
     app[appkeys.METRICS].decisions.labels("accepted", "none", "push").inc()
     log.info("pushed request accepted", extra={"client_id": client.client_id})
     return web.json_response(

@@ -40,12 +40,10 @@ def pushed_key(request_uri: str) -> str:
     return hashed_key("par", request_uri)
 
 
-async def save_pushed(
-    store: Store, request_uri: str, pushed: Pushed, settings: Settings, first: bool = False
-) -> None:
-    """Keep ``pushed``: for the PAR lifetime until first use, then as long as a flow may wait."""
-    ttl = settings.par_ttl_seconds if first else settings.flow_ttl_seconds
-    await store.put(pushed_key(request_uri), pushed.to_json(), ttl)
+async def save_pushed(store: Store, request_uri: str, pushed: Pushed, settings: Settings) -> None:
+    """Keep ``pushed`` for the PAR lifetime until first use (at first use, if its flow must
+    wait, it is stored again with the flow, as long as the flow may wait)."""
+    await store.put(pushed_key(request_uri), pushed.to_json(), settings.par_ttl_seconds)
 
 
 async def load_pushed(store: Store, request_uri: str) -> Pushed | None:

@@ -354,8 +354,6 @@ def jti_claim(
 
 async def claim_jti(store: Store, claim: JtiClaim) -> None:
     """Record the object as used; a second use is a replay (:class:`ReplayedObject`).
-
-    The authorization endpoint makes this claim together with storing the flow
-    (:meth:`~proxy.store.Store.claim_and_put`); the PAR endpoint makes it alone."""
+    Made before anything is forwarded or pushed."""
     if not await store.claim_once(claim.key, claim.ttl):
         raise ReplayedObject()

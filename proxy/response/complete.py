@@ -2,7 +2,8 @@
 
 Every proxied upstream response is looked at here. A redirect whose ``Location`` carries
 a flow handle as ``state`` (query or fragment) and leaves the upstream completes that
-flow: the flow is taken once (a replayed callback finds nothing), the Location must be
+flow: the flow is the one this request forwarded (never stored) or is taken from the
+store once (a replayed callback finds nothing), the Location must be
 the flow's redirect URI plus response parameters, and the client gets its response in
 the mode it asked for. Something that looks like a handle but is unknown or expired is
 not passed on raw: the client expected the gateway's answer, so it gets the gateway's
@@ -19,7 +20,14 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch
-from proxy.flows import HANDLE_PREFIX, Flow, looks_like_handle, take_flow
+from proxy.flows import (
+    HANDLE_PREFIX,
+    Flow,
+    PendingFlow,
+    looks_like_handle,
+    store_pending,
+    take_flow,
+)
 from proxy.upstream import end_to_end
 
 from .deliver import Destination, deliver
@@ -70,9 +78,10 @@ def response_params(location: str, redirect_uri: str) -> list[tuple[str, str]] |
 
 
 async def complete_flow(
-    request: web.Request, upstream: aiohttp.ClientResponse
+    request: web.Request, upstream: aiohttp.ClientResponse, pending: PendingFlow | None = None
 ) -> web.StreamResponse | None:
-    """The gateway's answer when ``upstream`` completes a flow; None when it does not."""
+    """The gateway's answer when ``upstream`` completes a flow; None when it does not.
+    ``pending``: the flow this very request forwarded, not stored (nothing to take)."""
     location = upstream.headers.get("Location")
     if upstream.status not in REDIRECT_STATUSES or not location or HANDLE_PREFIX not in location:
         return None
@@ -84,7 +93,10 @@ async def complete_flow(
     issuer = app[appkeys.SETTINGS].issuer
     if handle is None or not looks_like_handle(handle) or is_internal(location, request, issuer):
         return None
-    flow = await take_flow(app[appkeys.STORE], handle)
+    if pending is not None and handle == pending.handle:
+        flow: Flow | None = pending.flow
+    else:
+        flow = await take_flow(app[appkeys.STORE], handle)
     if flow is None:
         raise InvalidRequest(
             "this authorization response belongs to an unknown, expired or completed flow"
@@ -115,13 +127,17 @@ def destination_of(flow: Flow) -> Destination:
 
 
 async def relay_or_complete(
-    request: web.Request, upstream: aiohttp.ClientResponse
+    request: web.Request, upstream: aiohttp.ClientResponse, pending: PendingFlow | None = None
 ) -> web.StreamResponse:
-    """Complete the flow this response finishes, or relay the response unchanged."""
+    """Complete the flow this response finishes, or relay the response unchanged; a
+    ``pending`` flow this response does not finish is stored first (the browser is sent
+    elsewhere, a login page, and will come back with its handle)."""
     try:
-        answer = await complete_flow(request, upstream)
+        answer = await complete_flow(request, upstream, pending)
         if answer is not None:
             return answer
+        if pending is not None:
+            await store_pending(request.app[appkeys.STORE], pending)
         return await request.app[appkeys.UPSTREAM].relay(request, upstream)
     finally:
         upstream.release()
