@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .errors import UpstreamTimeout, UpstreamUnavailable
@@ -41,15 +42,20 @@ HOP_BY_HOP = frozenset(
 _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
 )
-#: aiohttp's client adds these on its own; skip them when the client did not send them.
+#: Request headers never sent upstream as they came (from a trusted proxy / anyone else).
+_REPLACED = ("expect", "x-forwarded-for")
+_REPLACED_UNTRUSTED = tuple(_FORWARDING | {"expect"})
+#: aiohttp's client adds these on its own; never when the client did not send them.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
 
 
+@lru_cache(maxsize=4096)
 def canonical_path(path: str) -> str:
     """The path as a lenient upstream server may read it: ``;`` path parameters dropped
     (servlet containers strip them), empty and ``.`` segments removed, ``..`` resolved,
-    no trailing slash. Used to recognise the gateway's own paths in any spelling."""
+    no trailing slash. Used to recognise the gateway's own paths in any spelling (every
+    proxied request asks: the answers are cached, a bounded number of them)."""
     segments: list[str] = []
     for raw in path.split("/"):
         segment = raw.split(";", 1)[0]
@@ -63,19 +69,19 @@ def canonical_path(path: str) -> str:
     return "/" + "/".join(segments)
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
-
-
-def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers without hop-by-hop fields (including those named in ``Connection``)."""
-    items = list(headers)
-    drop = HOP_BY_HOP | _connection_tokens(items)
-    return [(name, value) for name, value in items if name.lower() not in drop]
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` without hop-by-hop fields (including those named in
+    ``Connection``). The copy and the removals run in multidict's C code: this runs for
+    every proxied request, twice."""
+    result = CIMultiDict(headers)
+    named = headers.getall("Connection", ())
+    drop = HOP_BY_HOP.union(
+        token.strip() for value in named for token in value.split(",") if token.strip()
+    )
+    for name in drop:
+        if name in result:
+            del result[name]
+    return result
 
 
 def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
@@ -93,18 +99,14 @@ def forwarded_request_headers(
     request: web.BaseRequest, trusted: tuple[Network, ...], request_id: str | None = None
 ) -> CIMultiDict[str]:
     """The headers to send upstream for ``request``."""
-    headers: CIMultiDict[str] = CIMultiDict()
+    headers = end_to_end(request.headers)
     peer_trusted = is_trusted(request.remote, trusted)
-    for name, value in end_to_end(request.headers.items()):
-        lowered = name.lower()
-        if lowered == "expect":
-            continue  # aiohttp already answered 100-continue to the client
-        if lowered in _FORWARDING and not peer_trusted:
-            continue
-        if lowered == "x-forwarded-for":
-            continue  # rebuilt below
-        headers.add(name, value)
-    prior = request.headers.getall("X-Forwarded-For", []) if peer_trusted else []
+    # aiohttp already answered 100-continue to the client; X-Forwarded-For is rebuilt
+    # below; the other forwarding headers are believed from trusted proxies only.
+    for name in _REPLACED if peer_trusted else _REPLACED_UNTRUSTED:
+        if name in headers:
+            del headers[name]
+    prior = request.headers.getall("X-Forwarded-For", ()) if peer_trusted else ()
     chain = [p.strip() for item in prior for p in item.split(",") if p.strip()]
     if request.remote:
         chain.append(request.remote)
@@ -141,6 +143,8 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
+            # Headers the client sent go as they came; none is invented for it.
+            skip_auto_headers=_AUTO_HEADERS,
         )
 
     def url_for(self, raw_target: str) -> URL:
@@ -170,7 +174,6 @@ class Upstream:
             headers.popall("Content-Length", None)
             if not with_body:
                 headers.popall("Content-Type", None)
-        skip = [name for name in _AUTO_HEADERS if name not in headers]
         try:
             return await self.session.request(
                 method or request.method,
@@ -178,7 +181,6 @@ class Upstream:
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                skip_auto_headers=skip,
                 timeout=self.timeout,
                 compress=None,
             )
@@ -197,7 +199,7 @@ class Upstream:
 
         A body whose length is known and fits in one stream chunk is sent with its headers
         in one write (it would be one chunk either way); anything else is streamed."""
-        headers: CIMultiDict[str] = CIMultiDict(end_to_end(upstream.headers.items()))
+        headers = end_to_end(upstream.headers)
         headers.update(extra_headers)
         length = upstream.content_length
         if (

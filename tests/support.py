@@ -185,3 +185,11 @@ class GatewayProcess:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def redis_data_commands(client: redis.Redis) -> dict[str, int]:
+    """How many data commands (SET, GET, GETDEL, DEL) the server ran since its stats
+    were reset (``CONFIG RESETSTAT``): what a request really cost in round trips."""
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in stats.items()}
+    return {name: count for name, count in calls.items() if name in ("set", "get", "getdel", "del")}

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import redis
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -18,10 +19,10 @@ from proxy.clients import load_registry
 from proxy.keyring import Keyring
 from proxy.observability import Metrics
 from proxy.request.make import pkce_pair
-from proxy.store import Store
+from proxy.store import RedisStore, Store
 from tests.conftest import AiohttpClient, Legacy
 from tests.jar import DROP, ISSUER, REDIRECT, Claims, private_key, public_jwks, sign
-from tests.support import make_settings
+from tests.support import make_settings, redis_data_commands
 
 PAR_URL = ISSUER + "/par"
 TOKEN_URL = ISSUER + "/token"
@@ -262,6 +263,23 @@ async def test_reload_before_completion_continues_the_flow(
     assert 400 == reused.status
     assert "invalid_request_uri" == (await reused.json())["error"]
     assert [] == legacy.recorder.requests
+
+
+async def test_use_answered_at_once_costs_one_redis_command(
+    aiohttp_client: AiohttpClient, legacy: Legacy, clean_redis: str
+) -> None:
+    """A pushed request whose use the upstream answers at once is taken in one round trip
+    (GETDEL) and is gone: nothing else is read or written at the authorization endpoint."""
+    counter = redis.Redis.from_url(clean_redis)
+    store = RedisStore.from_url(clean_redis)
+    client = await par_gateway(aiohttp_client, legacy, store)
+    request_uri = await assert_pushed(await push(client, pkjwt_form()))
+    counter.config_resetstat()
+    assert "code" in final_params(await use(client, "pkjwt", request_uri))
+    assert {"getdel": 1} == redis_data_commands(counter)
+    assert [] == counter.keys("jargate:par:*")
+    await store.close()
+    counter.close()
 
 
 @pytest.mark.parametrize(

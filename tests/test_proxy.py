@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.observability import Metrics, metrics_app
 from proxy.store import RedisStore
@@ -280,6 +281,34 @@ async def test_metrics_count_requests_on_their_own_port(
     scrape = await (await aiohttp_client(metrics_app(metrics))).get("/metrics")
     text = await scrape.text()
     assert 'jargate_http_requests_total{method="GET",route="proxy",status="200"} 2.0' in text
+
+
+def test_latency_histogram_is_a_prometheus_histogram() -> None:
+    """The request counts and latencies kept as plain numbers scrape as Prometheus
+    families: bounds inclusive (le), buckets cumulative, +Inf = count, the sum of seconds."""
+    metrics = Metrics()
+    for elapsed in (0.001, 0.0011, 0.3, 42.0):
+        metrics.observe_request("proxy", "GET", 200, elapsed)
+    metrics.observe_request("/authorize", "POST", 400, 0.002)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    counts = {
+        (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+        for s in families["jargate_http_requests"].samples
+    }
+    assert {("proxy", "GET", "200"): 4.0, ("/authorize", "POST", "400"): 1.0} == counts
+    proxy = {
+        (s.name, s.labels.get("le")): s.value
+        for s in families["jargate_http_request_duration_seconds"].samples
+        if s.labels["route"] == "proxy"
+    }
+    bucket = "jargate_http_request_duration_seconds_bucket"
+    assert 1.0 == proxy[(bucket, "0.001")]  # 0.001 itself is in the 0.001 bucket
+    assert 2.0 == proxy[(bucket, "0.0025")]
+    assert 3.0 == proxy[(bucket, "0.5")]
+    assert 3.0 == proxy[(bucket, "10.0")]
+    assert 4.0 == proxy[(bucket, "+Inf")]
+    assert 4.0 == proxy[("jargate_http_request_duration_seconds_count", None)]
+    assert 42.3021 == pytest.approx(proxy[("jargate_http_request_duration_seconds_sum", None)])
 
 
 async def test_access_log_has_request_id_and_no_query(

@@ -43,10 +43,9 @@ from proxy.flows import (
     peek_flow,
 )
 from proxy.observability import DECISION, REQUEST_ID
-from proxy.request.pushed import load_pushed, pushed_key
+from proxy.request.pushed import pushed_key, take_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
-from proxy.store import hashed_key
 
 from .obtain import (
     check_request_object_size,
@@ -361,37 +360,35 @@ async def authorize_pushed(
     request: web.Request, params: dict[str, str], client: RegisteredClient
 ) -> web.StreamResponse:
     """A PAR handle at the authorization endpoint (RFC 9126 §4). Other parameters are
-    ignored. It is consumed at the point of authorization, not on first page load: a
-    reload before the flow completes continues the same flow; once the flow completed,
-    the handle is gone. The PAR lifetime bounds the wait before first use only."""
+    ignored. The pushed request is taken from the store at first use (one round trip; a
+    second use, even a concurrent one, finds nothing). If its flow must wait (a login
+    page), it is stored again with the flow, marked with the flow's handle, until the
+    flow completes: a reload meanwhile continues the same flow; once the flow completed,
+    it is gone. The PAR lifetime bounds the wait before first use only."""
     app = request.app
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
     urn = params["request_uri"]
-    pushed = await load_pushed(store, urn)
+    pushed = await take_pushed(store, urn)
     if pushed is None:
         raise InvalidRequestUri("the request_uri is unknown, expired or already used")
     if pushed.client_id != client.client_id:
         raise InvalidRequestUri("the request_uri was pushed by another client")
-    if (
-        pushed.target is not None
-        and pushed.handle is not None
-        and await peek_flow(store, pushed.handle) is not None
-    ):
+    mark_ttl = settings.flow_ttl_seconds
+    if pushed.handle is not None and pushed.target is not None:
+        # A reload while its flow waits: continue that flow, and keep the mark.
+        if await peek_flow(store, pushed.handle) is None:
+            raise InvalidRequestUri("the request_uri is unknown, expired or already used")
+        await store.put(pushed_key(urn), pushed.to_json(), mark_ttl)
         _decide(request, client.client_id, "accepted", "none", "par")
         return await send_upstream(request, pushed.target)
-    if not await store.claim_once(hashed_key("par-start", urn), settings.flow_ttl_seconds):
-        raise InvalidRequestUri("the request_uri is already in use")
     accepted = Accepted(
         params=pushed.params,
         destination=trusted_destination(pushed.params, client, InvalidRequestUri),
         source="par",
     )
     pending = await start_flow(app, accepted, par_key=pushed_key(urn))
-    # If the flow must wait, a reload finds it through the pushed request.
-    reload = replace(pushed, handle=pending.handle, target=pending.target)
-    pending = replace(
-        pending, also=((pushed_key(urn), reload.to_json(), settings.flow_ttl_seconds),)
-    )
+    mark = replace(pushed, handle=pending.handle, target=pending.target)
+    pending = replace(pending, also=((pushed_key(urn), mark.to_json(), mark_ttl),))
     _decide(request, client.client_id, "accepted", "none", "par")
     return await send_upstream(request, pending.target, pending)
 

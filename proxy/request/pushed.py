@@ -21,7 +21,7 @@ class Pushed:
     client_id: str
     #: The verified authorization parameters (redirect_uri resolved).
     params: dict[str, str]
-    #: Set at first use: the flow's handle and the upstream target, for reloads.
+    #: Set when its flow must wait: the flow's handle and the upstream target, for reloads.
     handle: str | None = None
     target: str | None = None
 
@@ -46,7 +46,7 @@ async def save_pushed(store: Store, request_uri: str, pushed: Pushed, settings: 
     await store.put(pushed_key(request_uri), pushed.to_json(), settings.par_ttl_seconds)
 
 
-async def load_pushed(store: Store, request_uri: str) -> Pushed | None:
-    """The pushed request behind ``request_uri`` (without consuming it), if any."""
-    text = await store.peek(pushed_key(request_uri))
+async def take_pushed(store: Store, request_uri: str) -> Pushed | None:
+    """The pushed request behind ``request_uri``, if any, taken: one caller, once."""
+    text = await store.take(pushed_key(request_uri))
     return None if text is None else Pushed(**json.loads(text))

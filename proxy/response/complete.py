@@ -93,23 +93,22 @@ async def complete_flow(
     issuer = app[appkeys.SETTINGS].issuer
     if handle is None or not looks_like_handle(handle) or is_internal(location, request, issuer):
         return None
-    if pending is not None and handle == pending.handle:
-        flow: Flow | None = pending.flow
-    else:
-        flow = await take_flow(app[appkeys.STORE], handle)
+    in_memory = pending.flow if pending is not None and handle == pending.handle else None
+    flow = in_memory or await take_flow(app[appkeys.STORE], handle)
     if flow is None:
         raise InvalidRequest(
             "this authorization response belongs to an unknown, expired or completed flow"
         )
-    if flow.par_key is not None:
-        # RFC 9126 §4: the pushed request is used up once its flow completed.
+    if flow.par_key is not None and in_memory is None:
+        # RFC 9126 §4: the pushed request is used up once its flow completed (a flow
+        # completed at once never stored it again).
         await app[appkeys.STORE].take(flow.par_key)
     params = response_params(location, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
     headers = [
         (name, value)
-        for name, value in end_to_end(upstream.headers.items())
+        for name, value in end_to_end(upstream.headers).items()
         if name.lower() not in _REPLACED
     ]
     return await deliver(app, destination_of(flow), params, headers)
