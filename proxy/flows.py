@@ -19,7 +19,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .store import Store, hashed_key
 
@@ -54,12 +54,13 @@ class Flow:
     response_mode: str | None
     #: The client's own ``state``, restored in the response (None if it sent none).
     state: str | None
-    #: Digest of the parameters forwarded upstream (checks re-entries after a login).
-    digest: str
     #: How the request came: ``plain``, ``value``, ``reference`` or ``par``.
     source: str
     #: The PAR handle this flow came from, consumed when the flow completes.
     par_key: str | None = None
+    #: Digest of the parameters forwarded upstream (checks re-entries after a login); set
+    #: when the flow is stored, the only time it can be needed.
+    digest: str = ""
 
     def to_json(self) -> str:
         """The stored form."""
@@ -77,7 +78,8 @@ class PendingFlow:
 
     handle: str
     flow: Flow
-    #: The upstream request target (authorization path and plain query).
+    #: The parameters forwarded upstream, and the request target that carries them.
+    forwarded: list[tuple[str, str]]
     target: str
     ttl: float
     #: Other ``(key, value, ttl)`` entries to store with the flow if it must wait.
@@ -86,7 +88,8 @@ class PendingFlow:
 
 async def store_pending(store: Store, pending: PendingFlow) -> None:
     """Store a flow that must wait for the browser to come back (one round trip)."""
-    entry = (flow_key(pending.handle), pending.flow.to_json(), pending.ttl)
+    flow = replace(pending.flow, digest=params_digest(pending.forwarded))
+    entry = (flow_key(pending.handle), flow.to_json(), pending.ttl)
     await store.put_many((entry, *pending.also))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +42,7 @@ from proxy.flows import (
     peek_flow,
 )
 from proxy.observability import DECISION, REQUEST_ID
+from proxy.query import encode_query
 from proxy.request.pushed import pushed_key, take_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
@@ -317,12 +317,11 @@ async def start_flow(
         response_type=accepted.params.get("response_type", ""),
         response_mode=accepted.destination.response_mode,
         state=accepted.destination.state,
-        digest=params_digest(upstream_params),
         source=accepted.source,
         par_key=par_key,
     )
-    target = f"{settings.authorization_path}?{urlencode(upstream_params)}"
-    return PendingFlow(handle, flow, target, settings.flow_ttl_seconds)
+    target = f"{settings.authorization_path}?{encode_query(upstream_params)}"
+    return PendingFlow(handle, flow, upstream_params, target, settings.flow_ttl_seconds)
 
 
 async def send_upstream(

@@ -13,7 +13,7 @@ error page instead.
 from __future__ import annotations
 
 from collections import Counter
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -53,20 +53,26 @@ def is_internal(location: str, request: web.BaseRequest, issuer: str) -> bool:
     return target.netloc.lower() in own
 
 
-def response_params(location: str, redirect_uri: str) -> list[tuple[str, str]] | None:
-    """The response parameters the upstream added to ``redirect_uri``, or None when the
-    Location is not the redirect URI (its own query kept, RFC 6749 §3.1.2)."""
-    target, registered = urlsplit(location), urlsplit(redirect_uri)
+def response_params(
+    target: SplitResult,
+    query: list[tuple[str, str]],
+    fragment: list[tuple[str, str]],
+    redirect_uri: str,
+) -> list[tuple[str, str]] | None:
+    """The response parameters the upstream added to ``redirect_uri`` (the Location
+    ``target`` with its parsed ``query`` and ``fragment``), or None when the Location is
+    not the redirect URI (its own query kept, RFC 6749 §3.1.2)."""
+    registered = urlsplit(redirect_uri)
     if (target.scheme, target.netloc, target.path) != (
         registered.scheme,
         registered.netloc,
         registered.path,
     ):
         return None
-    query = parse_qsl(target.query, keep_blank_values=True)
+    if not registered.query:
+        return query + fragment
     own = Counter(parse_qsl(registered.query, keep_blank_values=True))
-    remaining = Counter(query)
-    if own - remaining:
+    if own - Counter(query):
         return None
     added: list[tuple[str, str]] = []
     for pair in query:
@@ -74,7 +80,7 @@ def response_params(location: str, redirect_uri: str) -> list[tuple[str, str]] |
             own[pair] -= 1
         else:
             added.append(pair)
-    return added + parse_qsl(target.fragment, keep_blank_values=True)
+    return added + fragment
 
 
 async def complete_flow(
@@ -86,9 +92,9 @@ async def complete_flow(
     if upstream.status not in REDIRECT_STATUSES or not location or HANDLE_PREFIX not in location:
         return None
     target = urlsplit(location)
-    handle = _state_of(parse_qsl(target.query, keep_blank_values=True)) or _state_of(
-        parse_qsl(target.fragment, keep_blank_values=True)
-    )
+    query = parse_qsl(target.query, keep_blank_values=True)
+    fragment = parse_qsl(target.fragment, keep_blank_values=True)
+    handle = _state_of(query) or _state_of(fragment)
     app = request.app
     issuer = app[appkeys.SETTINGS].issuer
     if handle is None or not looks_like_handle(handle) or is_internal(location, request, issuer):
@@ -103,7 +109,7 @@ async def complete_flow(
         # RFC 9126 §4: the pushed request is used up once its flow completed (a flow
         # completed at once never stored it again).
         await app[appkeys.STORE].take(flow.par_key)
-    params = response_params(location, flow.redirect_uri)
+    params = response_params(target, query, fragment, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
     headers = [

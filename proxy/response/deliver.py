@@ -17,13 +17,14 @@ import hashlib
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import ClientKeysUnavailable
 from proxy.errors import JarmKeyMissing
+from proxy.query import encode_query
 from proxy.response.jarm import build_jarm_response, encryption_key_for
 
 #: Response types that return a token or ID token through the front channel.
@@ -96,7 +97,7 @@ def redirect_to(
     if mode.startswith("form_post"):
         response = form_post_page(destination.redirect_uri, params)
     else:
-        encoded = urlencode(params)
+        encoded = encode_query(params)
         uri = destination.redirect_uri
         if mode.startswith("fragment"):
             location = f"{uri}#{encoded}"
