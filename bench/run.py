@@ -42,6 +42,8 @@ OBJECTS = int(os.environ.get("BENCH_OBJECTS", "10000"))
 #: Only these scenario keys (e.g. "a,b"); the half-load, workers and profile phases run
 #: only when the whole table does.
 ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
+#: Scenarios also measured through the floor (bench/floor.py).
+FLOORED = ("b", "c", "d")
 REDIRECT = "https://rp.example/cb"
 TICKS = os.sysconf("SC_CLK_TCK")
 TMP = Path(tempfile.mkdtemp(prefix="jargate-bench-"))
@@ -357,7 +359,7 @@ def main() -> int:
         floor_process = processes.start(
             [
                 sys.executable,
-                "bench/baseline.py",
+                "bench/floor.py",
                 "--port",
                 str(floor_port),
                 "--upstream",
@@ -366,6 +368,10 @@ def main() -> int:
                 str(public_file),
                 "--redis",
                 f"redis://127.0.0.1:{redis_port}/1",
+                "--issuer",
+                issuer,
+                "--par-client",
+                "bench-par:bench-secret",
             ],
             floor_port,
         )
@@ -536,7 +542,7 @@ def main() -> int:
                 "ratio": ratio,
                 "target": target,
             }
-            if key == "b":  # the same objects through the JAR floor (bench/baseline.py)
+            if key in FLOORED and (target or key == "b"):  # through the floor too
                 row["floor"] = combine(
                     [
                         load(
@@ -555,7 +561,10 @@ def main() -> int:
                 flush=True,
             )
             if "floor" in row:
-                print(f"    JAR floor {row['floor']['rps']} rps", flush=True)
+                print(
+                    f"    floor {row['floor']['rps']} rps, errors {row['floor']['errors']}",
+                    flush=True,
+                )
 
         peak_rss = rss_peak_mb(gateway.pid)
         if ONLY:
@@ -702,21 +711,30 @@ def report(
     if floors:
         lines += [
             "",
-            "Scenario (b) against the *JAR floor* (`bench/baseline.py --jwks --redis`: the "
-            "baseline plus only the work RFC 9101 makes unavoidable, a signature check and a "
-            "once-only `jti` claim in Redis, on uvloop): the floor over the baseline is the "
-            "ceiling for any gateway on this stack; jargate over the floor is what jargate's "
-            "own checks, flow and response handling cost on top.",
+            "Against the *floor* (`bench/floor.py`: the baseline plus only the work RFC 9101, "
+            "RFC 9126 and JARM make unavoidable, done the cheapest way aiohttp, joserfc and "
+            "redis-py allow, on uvloop: a signature check and a once-only `jti` claim in Redis; "
+            "a PAR push kept in Redis and taken back; a JARM signature). The floor over the "
+            "baseline is the ceiling for any gateway on this stack and machine; jargate over "
+            "the floor is what jargate's own checks, flows and hygiene cost on top.",
             "",
-            "| alg | baseline rps | JAR floor rps | floor / baseline (ceiling) | jargate rps "
-            "| jargate / floor |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| scenario | baseline rps | floor rps | floor / baseline (ceiling) | target "
+            "| jargate rps | jargate / floor |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in floors:
             floor, base, ours = row["floor"]["rps"], row["baseline"]["rps"], row["jargate"]["rps"]
+            ceiling = floor / base
+            target = (
+                f"≥ {row['target']} ("
+                + ("within reach" if ceiling >= row["target"] else "**out of reach**")
+                + ")"
+                if row["target"]
+                else "-"
+            )
             lines.append(
-                f"| {row['title'].split(', ')[1]} | {base:.0f} | {floor:.0f} | "
-                f"{floor / base:.2f} | {ours:.0f} | {ours / floor:.2f} |"
+                f"| ({row['key']}) {row['title']} | {base:.0f} | {floor:.0f} | {ceiling:.2f} "
+                f"| {target} | {ours:.0f} | {ours / floor:.2f} |"
             )
     lines += [
         "",

@@ -19,7 +19,8 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from .store import Store, hashed_key
 
@@ -64,7 +65,8 @@ class Flow:
 
     def to_json(self) -> str:
         """The stored form."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        stored = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps(stored, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Flow:
@@ -72,7 +74,13 @@ class Flow:
         return cls(**json.loads(text))
 
 
-@dataclass(frozen=True, slots=True)
+class Storable(Protocol):
+    """Something kept in the store as JSON."""
+
+    def to_json(self) -> str: ...
+
+
+@dataclass(slots=True)
 class PendingFlow:
     """A flow forwarded upstream and not stored yet (see the module docstring)."""
 
@@ -82,15 +90,16 @@ class PendingFlow:
     forwarded: list[tuple[str, str]]
     target: str
     ttl: float
-    #: Other ``(key, value, ttl)`` entries to store with the flow if it must wait.
-    also: tuple[tuple[str, str, float], ...] = ()
+    #: Other ``(key, value, ttl)`` entries to store with the flow if it must wait; each
+    #: value serialised only then.
+    also: tuple[tuple[str, Storable, float], ...] = ()
 
 
 async def store_pending(store: Store, pending: PendingFlow) -> None:
     """Store a flow that must wait for the browser to come back (one round trip)."""
     flow = replace(pending.flow, digest=params_digest(pending.forwarded))
-    entry = (flow_key(pending.handle), flow.to_json(), pending.ttl)
-    await store.put_many((entry, *pending.also))
+    entries = [(flow_key(pending.handle), flow, pending.ttl), *pending.also]
+    await store.put_many([(key, value.to_json(), ttl) for key, value, ttl in entries])
 
 
 def flow_key(handle: str) -> str:

@@ -165,6 +165,7 @@ class Metrics:
             "Store operations that failed (the request failed closed)",
             registry=self.registry,
         )
+        self._decision_children: dict[tuple[str, str, str], Counter] = {}
         self.decisions = Counter(
             "jargate_authorization_decisions",
             "Authorization-request decisions, by outcome, error and how the object came",
@@ -175,6 +176,14 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, elapsed: float) -> None:
         """Count one answered request and its latency."""
         self.requests.observe(route, method, status, elapsed)
+
+    def count_decision(self, outcome: str, error: str, source: str) -> None:
+        """Count one authorization decision (label children looked up once)."""
+        key = (outcome, error, source)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(outcome, error, source)
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -15,7 +15,7 @@ named by a verified object or a plain request), otherwise the gateway's own erro
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -43,7 +43,7 @@ from proxy.flows import (
 )
 from proxy.observability import DECISION, REQUEST_ID
 from proxy.query import encode_query
-from proxy.request.pushed import pushed_key, take_pushed
+from proxy.request.pushed import Pushed, pushed_key, take_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
 
@@ -386,8 +386,8 @@ async def authorize_pushed(
         source="par",
     )
     pending = await start_flow(app, accepted, par_key=pushed_key(urn))
-    mark = replace(pushed, handle=pending.handle, target=pending.target)
-    pending = replace(pending, also=((pushed_key(urn), mark.to_json(), mark_ttl),))
+    mark = Pushed(pushed.client_id, pushed.params, pending.handle, pending.target)
+    pending.also = ((pushed_key(urn), mark, mark_ttl),)
     _decide(request, client.client_id, "accepted", "none", "par")
     return await send_upstream(request, pending.target, pending)
 
@@ -397,7 +397,7 @@ def _decide(
 ) -> None:
     """Count one authorization decision; it is logged on the request's access line (one
     line per request), never with the request object itself."""
-    request.app[appkeys.METRICS].decisions.labels(outcome, error, source).inc()
+    request.app[appkeys.METRICS].count_decision(outcome, error, source)
     request[DECISION] = {
         "client_id": client_id,
         "outcome": outcome,

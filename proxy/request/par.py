@@ -242,7 +242,7 @@ async def push(request: web.Request) -> web.Response:
 
 def _refused(request: web.Request, err: GatewayError) -> web.Response:
     log.info("pushed request refused", extra={"error": err.error})
-    request.app[appkeys.METRICS].decisions.labels("refused", err.error, "push").inc()
+    request.app[appkeys.METRICS].count_decision("refused", err.error, "push")
     return error_page(request, err, json_only=True)
 
 
@@ -280,7 +280,7 @@ async def _push(request: web.Request) -> web.Response:
                 destination=trusted_destination({**params, **outer}, client, InvalidRequest),
                 source="plain",
             )
-            app[appkeys.METRICS].decisions.labels("reported", refusal.error, "push").inc()
+            app[appkeys.METRICS].count_decision("reported", refusal.error, "push")
     if client.meta.auth_method == "none" and (
         not accepted.params.get("code_challenge")
         or accepted.params.get("code_challenge_method") != "S256"
@@ -289,7 +289,7 @@ async def _push(request: web.Request) -> web.Response:
     request_uri = new_request_uri()
     pushed = Pushed(client_id=client.client_id, params=accepted.params)
     await save_pushed(app[appkeys.STORE], request_uri, pushed, settings)
-    app[appkeys.METRICS].decisions.labels("accepted", "none", "push").inc()
+    app[appkeys.METRICS].count_decision("accepted", "none", "push")
     log.info("pushed request accepted", extra={"client_id": client.client_id})
     return web.json_response(
         {"request_uri": request_uri, "expires_in": settings.par_ttl_seconds},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from proxy.settings import Settings
 from proxy.store import Store, hashed_key
@@ -26,8 +26,14 @@ class Pushed:
     target: str | None = None
 
     def to_json(self) -> str:
-        """The stored form."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """The stored form (``asdict`` would deep-copy the parameters first)."""
+        stored = {
+            "client_id": self.client_id,
+            "params": self.params,
+            "handle": self.handle,
+            "target": self.target,
+        }
+        return json.dumps(stored, separators=(",", ":"))
 
 
 def new_request_uri() -> str:

@@ -1,0 +1,119 @@
+"""The floor: the baseline (bench/baseline.py) plus only the work that RFC 9101, RFC 9126
+and JARM make unavoidable, done the cheapest way the project's fixed libraries allow, on
+uvloop like jargate. Its throughput over the baseline's is the ceiling for any gateway
+built on aiohttp, joserfc and redis-py on this machine:
+
+- a ``request`` object: its signature checked with the client's key (joserfc's algorithm
+  object, as jargate does) and its ``jti`` claimed once in Redis (``SET NX``);
+- ``POST /par``: the client's secret compared, the form kept in Redis under a fresh URN
+  (``SET``), 201;
+- a ``request_uri`` URN: taken from Redis (``GETDEL``) and sent upstream as a query;
+- when the request asked for ``response_mode=jwt``: the upstream's redirect back signed
+  as one JARM response (ES256).
+
+Nothing else: no claim checks, no flows, no policies, no header hygiene, no logs, no
+metrics, no error handling worth the name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+import redis.asyncio as aioredis
+import uvloop
+from aiohttp import web
+from baseline import relay, serve
+from joserfc.jwk import ECKey, KeySet
+from joserfc.jws import JWSRegistry
+
+URN = "urn:ietf:params:oauth:request_uri:"
+
+
+def _decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--jwks", required=True, help="the clients' public keys (JWKS file)")
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--issuer", required=True)
+    parser.add_argument("--par-client", required=True, help="client_id:secret")
+    args = parser.parse_args()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    with open(args.jwks) as source:
+        keys = {key.kid: key for key in KeySet.import_key_set(json.load(source))}
+    signer = ECKey.generate_key("P-256", parameters={"kid": "floor"})
+    es256 = JWSRegistry.algorithms["ES256"]
+    expected = "Basic " + base64.b64encode(args.par_client.encode()).decode()
+    store = aioredis.Redis.from_url(args.redis)
+    holder: dict[str, aiohttp.ClientSession] = {}
+
+    def jarm(location: str, client_id: str) -> str:
+        target = urlsplit(location)
+        now = int(time.time())
+        claims: dict[str, Any] = dict(parse_qsl(target.query))
+        claims.update({"iss": args.issuer, "aud": client_id, "iat": now, "exp": now + 60})
+        header = _encode(b'{"alg":"ES256","kid":"floor"}')
+        signing_input = f"{header}.{_encode(json.dumps(claims).encode())}"
+        token = f"{signing_input}.{_encode(es256.sign(signing_input.encode(), signer))}"
+        return f"{target.scheme}://{target.netloc}{target.path}?{urlencode({'response': token})}"
+
+    async def push(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+            return web.Response(status=401)
+        form = dict((await request.post()).items())
+        urn = URN + secrets.token_urlsafe(32)
+        await store.set("floor:par:" + urn, json.dumps(form), ex=90)
+        return web.json_response({"request_uri": urn, "expires_in": 90}, status=201)
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.method == "POST" and request.path == "/par":
+            return await push(request)
+        query = request.query
+        wants_jarm, target = False, None
+        if "request" in query:
+            header_segment, payload_segment, signature = query["request"].split(".")
+            header = json.loads(_decode(header_segment))
+            signing_input = f"{header_segment}.{payload_segment}".encode()
+            algorithm = JWSRegistry.algorithms[header["alg"]]
+            if not algorithm.verify(signing_input, _decode(signature), keys[header["kid"]]):
+                return web.Response(status=400)
+            claims = json.loads(_decode(payload_segment))
+            if not await store.set("floor:jti:" + claims["jti"], "1", nx=True, ex=600):
+                return web.Response(status=400)
+            wants_jarm = claims.get("response_mode") == "jwt"
+        elif query.get("request_uri", "").startswith(URN):
+            pushed = await store.getdel("floor:par:" + query["request_uri"])
+            if pushed is None:
+                return web.Response(status=400)
+            params = {**json.loads(pushed), "client_id": query["client_id"]}
+            wants_jarm = params.pop("response_mode", None) == "jwt"
+            target = "/authorize?" + urlencode(params)
+        response, location = await relay(holder["session"], args.upstream, request, target)
+        if wants_jarm and location:
+            return web.Response(
+                status=302, headers={"Location": jarm(location, query["client_id"])}
+            )
+        return response
+
+    serve(args.port, handle, holder)
+
+
+if __name__ == "__main__":
+    main()
