@@ -1,10 +1,12 @@
-"""`make bench`: jargate against the pass-through floor, on this machine, in one run.
+"""`make bench`: jargate against the pass-through baseline and the floor, in one run.
 
 Starts Redis, a minimal upstream (bench/upstream.py), the baseline (bench/baseline.py, a
-naive aiohttp pass-through proxy) and jargate, each in its own process on loopback, and
+naive aiohttp pass-through proxy), the floor (bench/floor.py, the baseline plus only the
+work the RFCs make unavoidable) and jargate, each in its own process on loopback, and
 drives load from another process (bench/load.py) over pre-generated, unique request
-objects. Every phase is bounded in time and count. Prints a table and writes
-bench/RESULTS.md. Figures are ratios against the baseline measured in the same run.
+objects; then counts instructions per request under callgrind (bench/instructions.py).
+Every phase is bounded in time and count. Prints a table and writes bench/RESULTS.md.
+Figures are ratios against the baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import instructions  # noqa: E402
 from joserfc import jws  # noqa: E402
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key  # noqa: E402
 
@@ -42,6 +45,9 @@ OBJECTS = int(os.environ.get("BENCH_OBJECTS", "10000"))
 #: Only these scenario keys (e.g. "a,b"); the half-load, workers and profile phases run
 #: only when the whole table does.
 ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
+#: Count instructions per request under callgrind (bench/instructions.py) at the end.
+INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
+INSTRUCTION_REQUESTS = 400
 #: Scenarios also measured through the floor (bench/floor.py).
 FLOORED = ("b", "c", "d")
 REDIRECT = "https://rp.example/cb"
@@ -253,6 +259,86 @@ def load(
     return measured
 
 
+def floor_command(
+    port: int, upstream_port: int, redis_port: int, issuer: str, public_file: Path
+) -> list[str]:
+    """bench/floor.py on ``port``, its jti claims and pushed requests in Redis database 1."""
+    return [
+        sys.executable,
+        "bench/floor.py",
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}",
+        "--jwks",
+        str(public_file),
+        "--redis",
+        f"redis://127.0.0.1:{redis_port}/1",
+        "--issuer",
+        issuer,
+        "--par-client",
+        "bench-par:bench-secret",
+    ]
+
+
+def count_instructions(
+    gateway_env: dict[str, str],
+    gateway_port: int,
+    upstream_port: int,
+    redis_port: int,
+    issuer: str,
+    public_file: Path,
+    tokens: list[str],
+) -> list[dict[str, Any]]:
+    """Instructions per request (bench/instructions.py) for (a), (f) and (b) ES256."""
+    if not INSTRUCTIONS or not instructions.available():
+        return []
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    count, warm = INSTRUCTION_REQUESTS, 150
+    plain = [item["path"] for item in plain_items("someone", count + warm)]
+    gateway_jar, baseline_jar = jar_items("bench", tokens[: count + warm])
+    cases = [
+        ("a", "pass-through of a non-OAuth page", ["/page"] * (count + warm), None),
+        ("f", "plain request, unregistered client", plain, None),
+        (
+            "b",
+            "JAR by value, ES256",
+            [item["path"] for item in gateway_jar],
+            [item["path"] for item in baseline_jar],
+        ),
+    ]
+    rows = []
+    for key, title, ours, given in cases:
+        theirs = given or ours
+
+        def measure(args: list[str], port: int, paths: list[str], env: Any = None) -> float:
+            return instructions.per_request(
+                args, port, env, paths[:warm], paths[warm:], wait_port, ROOT
+            )
+
+        port = free_port()
+        row = {
+            "key": key,
+            "title": title,
+            "baseline": measure(
+                [sys.executable, "bench/baseline.py", "--port", str(port), "--upstream", upstream],
+                port,
+                theirs,
+            ),
+        }
+        if key == "b":
+            port = free_port()
+            row["floor"] = measure(
+                floor_command(port, upstream_port, redis_port, issuer, public_file), port, theirs
+            )
+        row["jargate"] = measure(
+            [sys.executable, "-m", "proxy", "serve"], gateway_port, ours, gateway_env
+        )
+        print(f"instructions per request ({key}): {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Several rounds of one scenario as one: throughput over the summed time, the median
     round's p50 and the worst round's p99, CPU per request weighted by requests."""
@@ -357,23 +443,7 @@ def main() -> int:
             baseline_port,
         )
         floor_process = processes.start(
-            [
-                sys.executable,
-                "bench/floor.py",
-                "--port",
-                str(floor_port),
-                "--upstream",
-                f"http://127.0.0.1:{upstream_port}",
-                "--jwks",
-                str(public_file),
-                "--redis",
-                f"redis://127.0.0.1:{redis_port}/1",
-                "--issuer",
-                issuer,
-                "--par-client",
-                "bench-par:bench-secret",
-            ],
-            floor_port,
+            floor_command(floor_port, upstream_port, redis_port, issuer, public_file), floor_port
         )
         gateway = processes.start(
             [sys.executable, "-m", "proxy", "serve"], gateway_port, gateway_env
@@ -391,6 +461,7 @@ def main() -> int:
             workers_objects = objects(pool, "ES256", "bench", issuer)
             profile_objects = objects(pool, "ES256", "bench", issuer)
             half_objects = objects(pool, "ES256", "bench", issuer)
+            instruction_objects = objects(pool, "ES256", "bench", issuer)
 
         import redis
 
@@ -630,11 +701,28 @@ def main() -> int:
         profile = profile_gateway(
             processes, gateway_env, gateway_port, gateway_url, profile_objects
         )
+        counted = count_instructions(
+            gateway_env,
+            gateway_port,
+            upstream_port,
+            redis_port,
+            issuer,
+            public_file,
+            instruction_objects,
+        )
     finally:
         processes.stop_all()
         redis_server.stop()
     report(
-        rows, half, peak_rss, two_workers, one_worker, scaling, profile, time.monotonic() - started
+        rows,
+        half,
+        peak_rss,
+        two_workers,
+        one_worker,
+        scaling,
+        profile,
+        counted,
+        time.monotonic() - started,
     )
     return 0
 
@@ -668,6 +756,30 @@ def profile_gateway(
     return "\n".join(line for line in lines[:60])
 
 
+def instruction_lines(counted: list[dict[str, Any]]) -> list[str]:
+    """The callgrind table: thousands of instructions a request, and the ratios."""
+    if not counted:
+        return ["(not measured: valgrind is not installed, or BENCH_INSTRUCTIONS=0)", ""]
+    lines = [
+        f"Each proxy alone under callgrind, {INSTRUCTION_REQUESTS} requests with 4 connections "
+        "after a warm-up (bench/instructions.py): instructions it executed per request, "
+        "thousands. Unlike throughput on this shared machine, these repeat to within about "
+        "1% from run to run. Ratio: the baseline's count over jargate's (as a throughput "
+        "ratio would be if the proxy were the only cost).",
+        "",
+        "| scenario | baseline | floor | jargate | baseline / jargate |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in counted:
+        floor = f"{row['floor'] / 1000:.0f}" if row.get("floor") else "-"
+        ratio = row["baseline"] / row["jargate"] if row["jargate"] else 0
+        lines.append(
+            f"| ({row['key']}) {row['title']} | {row['baseline'] / 1000:.0f} | {floor} "
+            f"| {row['jargate'] / 1000:.0f} | {ratio:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def fmt(result: dict[str, Any]) -> str:
     return f"{result['rps']:.0f} | {result['p50_ms']} | {result['p99_ms']}"
 
@@ -680,6 +792,7 @@ def report(
     one: dict[str, Any],
     scaling: float,
     profile: str,
+    counted: list[dict[str, Any]],
     elapsed: float,
 ) -> None:
     def verdict(ok: bool) -> str:
@@ -777,6 +890,9 @@ def report(
         f"{os.cpu_count()} cores carry at most {(os.cpu_count() or 1) * 1e6 / sum(one['cpu_us'].values()):.0f} rps "
         f"whatever the number of workers: a ceiling of {one['ceiling']} x on this machine.",
         "",
+        "## Instructions per request",
+        "",
+        *instruction_lines(counted),
         "## Where the time goes",
         "",
         "pyinstrument over scenario (b) ES256 (top frames):",

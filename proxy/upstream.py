@@ -160,16 +160,22 @@ class Upstream:
         with_body: bool = True,
         request_id: str | None = None,
         credentials: bool = True,
+        read_body: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         """Send ``request`` upstream (optionally to another target or method) and
         return the response with its body not yet read. The caller releases it.
         ``credentials=False`` leaves the client's Authorization and cookies behind (for
-        requests the gateway makes on its own behalf)."""
+        requests the gateway makes on its own behalf). ``read_body``: the body, when the
+        gateway has already read it (a POSTed authorization request); else it streams."""
         headers = forwarded_request_headers(request, self.trusted, request_id)
         if not credentials:
             headers.popall("Authorization", None)
             headers.popall("Cookie", None)
-        body = request.content if with_body and request.body_exists else None
+        body: bytes | aiohttp.StreamReader | None = None
+        if with_body and read_body is not None:
+            body = read_body
+        elif with_body and request.body_exists:
+            body = request.content
         if body is None:
             headers.popall("Content-Length", None)
             if not with_body:

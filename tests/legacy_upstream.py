@@ -147,6 +147,8 @@ def legacy_app(
     app.router.add_get("/.well-known/oauth-authorization-server", legacy.discovery)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/empty", no_content)
+    # OpenID Connect Core §3.1.2.1: the authorization endpoint takes POST too.
+    app.router.add_post("/authorize", echo)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

@@ -283,6 +283,29 @@ async def test_metrics_count_requests_on_their_own_port(
     assert 'jargate_http_requests_total{method="GET",route="proxy",status="200"} 2.0' in text
 
 
+async def test_posted_authorization_request_is_relayed_with_its_body(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """A POSTed authorization request the gateway passes through (an unregistered client)
+    reaches the upstream with its body: the gateway read it for its parameters, and sends
+    that copy (it used to send nothing, and the upstream waited for the body: a 504)."""
+    client = await gateway()
+    form = "client_id=stranger&response_type=code&redirect_uri=https%3A%2F%2Fx.example%2Fcb"
+    response = await asyncio.wait_for(
+        client.post(
+            "/authorize",
+            data=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+        ),
+        timeout=20,
+    )
+    assert 200 == response.status
+    seen = legacy.recorder.requests[-1]
+    assert ("POST", len(form)) == (seen.method, seen.body_length)
+    assert hashlib.sha256(form.encode()).hexdigest() == seen.body_sha256
+
+
 def test_latency_histogram_is_a_prometheus_histogram() -> None:
     """The request counts and latencies kept as plain numbers scrape as Prometheus
     families: bounds inclusive (le), buckets cumulative, +Inf = count, the sum of seconds."""

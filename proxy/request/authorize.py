@@ -352,7 +352,12 @@ async def reenter(
 
 
 async def _open_upstream(request: web.Request) -> aiohttp.ClientResponse:
-    return await request.app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
+    """The request as it came, its body too: a POSTed one was read for its parameters
+    (aiohttp keeps what it read), so that copy goes upstream."""
+    read_body = await request.read() if request.method == "POST" and request.body_exists else None
+    return await request.app[appkeys.UPSTREAM].open(
+        request, request_id=REQUEST_ID.get(), read_body=read_body
+    )
 
 
 async def authorize_pushed(

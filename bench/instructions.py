@@ -1,0 +1,85 @@
+"""Cost per request in instructions: each proxy (the baseline, the floor, jargate) run
+under valgrind's callgrind, which counts the instructions a process executes, whatever
+else the machine is doing. Throughput on a shared 2-core machine drifts from run to run;
+these counts repeat to within about 1%. Used by bench/run.py (``BENCH_INSTRUCTIONS=0``
+skips it).
+
+Each measurement: start the proxy under callgrind, warm it up, zero the counters
+(``callgrind_control -z``), play ``count`` requests with 4 connections, dump the counters
+(``callgrind_control -d``) and divide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+_TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+
+
+def available() -> bool:
+    """valgrind and callgrind_control are installed."""
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
+async def _play(base: str, paths: list[str], connections: int = 4) -> int:
+    """GET every path once; the number that got a 2xx or 3xx."""
+    good = 0
+    queue = iter(paths)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+
+        async def client() -> None:
+            nonlocal good
+            for path in queue:
+                async with session.get(base + path, allow_redirects=False) as response:
+                    await response.read()
+                    good += response.status < 400
+
+        await asyncio.gather(*(client() for _ in range(connections)))
+    return good
+
+
+def per_request(
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None,
+    warm: list[str],
+    measured: list[str],
+    wait_port: Any,
+    cwd: Path,
+) -> float:
+    """Instructions the process started with ``args`` executes per request in ``measured``."""
+    out = Path(tempfile.mkdtemp(prefix="jargate-callgrind-"))
+    process = subprocess.Popen(
+        ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, within=300)
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(_play(base, warm))
+        control = ["callgrind_control", "-z", str(process.pid)]
+        subprocess.run(control, check=True, timeout=60, capture_output=True)
+        good = asyncio.run(_play(base, measured))
+        control[1] = "-d"
+        subprocess.run(control, check=True, timeout=60, capture_output=True)
+        time.sleep(0.5)
+        dumps = sorted(out.glob(f"cg.{process.pid}.*"))
+        if not dumps or good != len(measured):
+            return 0.0
+        return int(_TOTALS.findall(dumps[-1].read_text())[-1]) / len(measured)
+    finally:
+        process.kill()
+        process.wait()
+        shutil.rmtree(out, ignore_errors=True)
