@@ -99,6 +99,10 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     logging.getLogger("aiohttp.access").disabled = True
 
 
+#: RFC 9110 §9 methods (and PATCH): the method label's values; anything else is "other".
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 #: Upper bounds of the request latency histogram, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -174,8 +178,9 @@ class Metrics:
         )
 
     def observe_request(self, route: str, method: str, status: int, elapsed: float) -> None:
-        """Count one answered request and its latency."""
-        self.requests.observe(route, method, status, elapsed)
+        """Count one answered request and its latency. Methods outside RFC 9110's are
+        counted as ``other``: clients choose them, and every label value is kept."""
+        self.requests.observe(route, method if method in _METHODS else "other", status, elapsed)
 
     def count_decision(self, outcome: str, error: str, source: str) -> None:
         """Count one authorization decision (label children looked up once)."""

@@ -50,12 +50,20 @@ _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
 
 
-@lru_cache(maxsize=4096)
 def canonical_path(path: str) -> str:
     """The path as a lenient upstream server may read it: ``;`` path parameters dropped
     (servlet containers strip them), empty and ``.`` segments removed, ``..`` resolved,
     no trailing slash. Used to recognise the gateway's own paths in any spelling (every
-    proxied request asks: the answers are cached, a bounded number of them)."""
+    proxied request asks: answers for short paths are cached, a bounded number of them)."""
+    return _canonical_cached(path) if len(path) <= 256 else _canonical(path)
+
+
+@lru_cache(maxsize=1024)
+def _canonical_cached(path: str) -> str:
+    return _canonical(path)
+
+
+def _canonical(path: str) -> str:
     segments: list[str] = []
     for raw in path.split("/"):
         segment = raw.split(";", 1)[0]

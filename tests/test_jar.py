@@ -796,7 +796,14 @@ async def test_plain_request_with_unregistered_redirect_gets_page(jar: Jar, lega
 
 @pytest.mark.parametrize(
     "path",
-    ["//authorize", "/authorize/", "/authorize;jsessionid=1", "/./authorize", "/x/../authorize"],
+    [
+        "//authorize",
+        "/authorize/",
+        "/authorize;jsessionid=1",
+        "/./authorize",
+        "/x/../authorize",
+        "/" + "x/" * 200 + "../" * 200 + "authorize",  # longer than the cached spellings
+    ],
 )
 async def test_other_spellings_of_the_authorization_path_are_guarded(
     jar: Jar, legacy: Legacy, path: str

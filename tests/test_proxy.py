@@ -313,25 +313,32 @@ def test_latency_histogram_is_a_prometheus_histogram() -> None:
     for elapsed in (0.001, 0.0011, 0.3, 42.0):
         metrics.observe_request("proxy", "GET", 200, elapsed)
     metrics.observe_request("/authorize", "POST", 400, 0.002)
+    for invented in ("FOO1", "FOO2"):  # methods clients make up share one label value
+        metrics.observe_request("proxy", invented, 405, 0.001)
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     counts = {
         (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
         for s in families["jargate_http_requests"].samples
     }
-    assert {("proxy", "GET", "200"): 4.0, ("/authorize", "POST", "400"): 1.0} == counts
+    expected = {
+        ("proxy", "GET", "200"): 4.0,
+        ("/authorize", "POST", "400"): 1.0,
+        ("proxy", "other", "405"): 2.0,
+    }
+    assert expected == counts
     proxy = {
         (s.name, s.labels.get("le")): s.value
         for s in families["jargate_http_request_duration_seconds"].samples
         if s.labels["route"] == "proxy"
     }
     bucket = "jargate_http_request_duration_seconds_bucket"
-    assert 1.0 == proxy[(bucket, "0.001")]  # 0.001 itself is in the 0.001 bucket
-    assert 2.0 == proxy[(bucket, "0.0025")]
-    assert 3.0 == proxy[(bucket, "0.5")]
-    assert 3.0 == proxy[(bucket, "10.0")]
-    assert 4.0 == proxy[(bucket, "+Inf")]
-    assert 4.0 == proxy[("jargate_http_request_duration_seconds_count", None)]
-    assert 42.3021 == pytest.approx(proxy[("jargate_http_request_duration_seconds_sum", None)])
+    assert 3.0 == proxy[(bucket, "0.001")]  # 0.001 itself is in the 0.001 bucket
+    assert 4.0 == proxy[(bucket, "0.0025")]
+    assert 5.0 == proxy[(bucket, "0.5")]
+    assert 5.0 == proxy[(bucket, "10.0")]
+    assert 6.0 == proxy[(bucket, "+Inf")]
+    assert 6.0 == proxy[("jargate_http_request_duration_seconds_count", None)]
+    assert 42.3041 == pytest.approx(proxy[("jargate_http_request_duration_seconds_sum", None)])
 
 
 async def test_access_log_has_request_id_and_no_query(
