@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
@@ -113,33 +113,35 @@ async def test_store_frozen_under_load_fails_closed_and_recovers(
     assert [] == legacy.recorder.requests
 
 
+async def plain_request_while_frozen(
+    aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer, **extra: str
+) -> ClientResponse:
+    """A plain authorization request from a registered client, the store frozen."""
+    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
+    params = {"client_id": "plain", "response_type": "code", "redirect_uri": REDIRECT, **extra}
+    freeze(paused_redis, True)
+    try:
+        return await asyncio.wait_for(
+            client.get("/authorize", params=params, allow_redirects=False), timeout=30
+        )
+    finally:
+        freeze(paused_redis, False)
+
+
 async def test_flow_that_must_wait_but_cannot_be_stored_is_not_relayed(
     aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
 ) -> None:
     """The upstream sends the browser to its login page, so the flow must wait in the
-    store; the store is frozen: 503, and the login redirect (carrying the handle of a flow
-    nobody could complete) is not passed on."""
-    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
-    freeze(paused_redis, True)
-    try:
-        response = await asyncio.wait_for(
-            client.get(
-                "/authorize",
-                params={
-                    "client_id": "plain",
-                    "response_type": "code",
-                    "redirect_uri": REDIRECT,
-                    "prompt": "login",
-                },
-                allow_redirects=False,
-            ),
-            timeout=30,
-        )
-    finally:
-        freeze(paused_redis, False)
+    store; the store is frozen: 503 from the gateway, and the login redirect (carrying the
+    handle of a flow nobody could complete) is not passed on. The upstream was asked once:
+    the gateway learns that the flow must wait only from its answer."""
+    response = await plain_request_while_frozen(
+        aiohttp_client, legacy, paused_redis, prompt="login"
+    )
     assert 503 == response.status
+    assert "temporarily_unavailable" == (await response.json())["error"]
     assert "Location" not in response.headers
-    assert 1 == len(legacy.recorder.requests)  # asked once, its answer withheld
+    assert 1 == len(legacy.recorder.requests)
 
 
 async def test_flow_completed_at_once_needs_no_store(
@@ -147,24 +149,7 @@ async def test_flow_completed_at_once_needs_no_store(
 ) -> None:
     """A plain request (no replay claim) that the upstream answers with its redirect back
     completes from memory: the frozen store is never asked."""
-    client = await gateway_on(aiohttp_client, legacy, paused_redis.url)
-    freeze(paused_redis, True)
-    try:
-        response = await asyncio.wait_for(
-            client.get(
-                "/authorize",
-                params={
-                    "client_id": "plain",
-                    "response_type": "code",
-                    "redirect_uri": REDIRECT,
-                    "state": "mine",
-                },
-                allow_redirects=False,
-            ),
-            timeout=30,
-        )
-    finally:
-        freeze(paused_redis, False)
+    response = await plain_request_while_frozen(aiohttp_client, legacy, paused_redis, state="mine")
     assert 302 == response.status
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert ["mine"] == query["state"]
