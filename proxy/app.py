@@ -16,7 +16,7 @@ from .observability import (
     Handler,
     Metrics,
     healthz,
-    observe,
+    observing,
     readiness_handler,
 )
 from .request.authorize import authorize
@@ -79,7 +79,6 @@ def create_app(
     metrics = Metrics() if metrics is None else metrics
 
     app = web.Application(
-        middlewares=[observe(metrics, settings.trusted_proxies)],
         # Bodies the gateway reads itself (POSTed authorization requests); proxied
         # bodies are streamed and not bounded here.
         client_max_size=settings.max_body_bytes,
@@ -151,10 +150,11 @@ def create_app(
         upstream = await app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
         return await relay_or_complete(request, upstream)
 
-    app.router.add_get("/healthz", healthz, allow_head=True)
-    app.router.add_get("/readyz", readiness_handler(ping_store, upstream_reachable))
+    observed = observing(metrics, settings.trusted_proxies)
+    app.router.add_get("/healthz", observed(healthz), allow_head=True)
+    app.router.add_get("/readyz", observed(readiness_handler(ping_store, upstream_reachable)))
     for path, (methods, handler) in owned.items():
         for method in methods:
-            app.router.add_route(method, path, handler)
-    app.router.add_route("*", "/{tail:.*}", pass_through)
+            app.router.add_route(method, path, observed(handler))
+    app.router.add_route("*", "/{tail:.*}", observed(pass_through))
     return app

@@ -46,7 +46,9 @@ _FORWARDING = frozenset(
 _REPLACED = ("expect", "x-forwarded-for")
 _REPLACED_UNTRUSTED = tuple(_FORWARDING | {"expect"})
 #: aiohttp's client adds these on its own; never when the client did not send them.
-_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
+#: Methods aiohttp sends a default Content-Type with, body or not.
+_BODYLESS = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
 
 
@@ -129,6 +131,16 @@ def forwarded_request_headers(
     return headers
 
 
+def _not_invented(headers: CIMultiDict[str], method: str, body: bool) -> list[str] | None:
+    """The headers aiohttp would add on its own that the client did not send: they are
+    not invented for it. None when there are none (aiohttp's cheaper path: the usual
+    browser request carries them all)."""
+    missing = [name for name in _AUTO_HEADERS if name not in headers]
+    if (body or method not in _BODYLESS) and "Content-Type" not in headers:
+        missing.append("Content-Type")
+    return missing or None
+
+
 class Upstream:
     """One pooled client session to the upstream, and the relay of its answers."""
 
@@ -151,8 +163,6 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
-            # Headers the client sent go as they came; none is invented for it.
-            skip_auto_headers=_AUTO_HEADERS,
         )
 
     def url_for(self, raw_target: str) -> URL:
@@ -188,15 +198,17 @@ class Upstream:
             headers.popall("Content-Length", None)
             if not with_body:
                 headers.popall("Content-Type", None)
+        method = method or request.method
         try:
             return await self.session.request(
-                method or request.method,
+                method,
                 self.url_for(raw_target if raw_target is not None else request.raw_path),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
                 timeout=self.timeout,
                 compress=None,
+                skip_auto_headers=_not_invented(headers, method, body is not None),
             )
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
@@ -224,7 +236,9 @@ class Upstream:
         ):
             try:
                 body = await upstream.content.readexactly(length)
-            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except TimeoutError as exc:
+                raise UpstreamTimeout() from exc
+            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 raise UpstreamUnavailable() from exc
             headers.popall("Content-Length", None)
             return web.Response(

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import ClientPayloadError, ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
@@ -227,3 +227,69 @@ async def test_upstream_faults_are_bounded_and_recover(
     await aiohttp_server(healthy, port=port)
     recovered = await client.get("/some/page")
     assert (200, "back") == (recovered.status, await recovered.text())
+
+
+async def slow_upstream(aiohttp_server: AiohttpServer) -> str:
+    """An upstream that takes its time: a body that trickles steadily, one that stops
+    halfway (streamed, and with a known short length)."""
+
+    async def steady(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.3)  # the answer itself: slow, within the timeout
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for index in range(6):  # 1.2 s in all, never 0.5 s without bytes
+            await response.write(b"chunk %d;" % index)
+            await asyncio.sleep(0.2)
+        await response.write_eof()
+        return response
+
+    async def stops(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if request.match_info["kind"] == "short":
+            response.content_length = 100
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"the first bytes;")
+        await asyncio.sleep(5)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/steady", steady)
+    app.router.add_get("/stops/{kind}", stops)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")
+
+
+async def test_read_timeout_is_between_bytes_not_for_the_whole_answer(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    """JARGATE_UPSTREAM_READ_TIMEOUT_SECONDS bounds each wait for the upstream's next
+    bytes: an answer that keeps coming, for longer than the timeout in all, is relayed
+    whole; one that stops is cut off one timeout later."""
+    settings = make_settings(await slow_upstream(aiohttp_server), upstream_read_timeout_seconds=0.5)
+    client = await aiohttp_client(create_app(settings, keyring=Keyring.throwaway()))
+
+    started = time.monotonic()
+    steady = await client.get("/steady")
+    assert 200 == steady.status
+    assert b"".join(b"chunk %d;" % i for i in range(6)) == await steady.read()
+    assert time.monotonic() - started > 1.2
+
+    # A short body announced by Content-Length: the gateway reads it whole before it
+    # answers, so the stall becomes the gateway's own 504.
+    started = time.monotonic()
+    short = await asyncio.wait_for(client.get("/stops/short"), timeout=10)
+    assert 504 == short.status
+    assert "temporarily_unavailable" == (await short.json())["error"]
+    assert time.monotonic() - started < 3
+
+    # A streamed body: its start is already on the way to the client, so the only honest
+    # signal left is a cut connection (a truncated body, never one that looks complete).
+    started = time.monotonic()
+    streamed = await asyncio.wait_for(client.get("/stops/streamed"), timeout=10)
+    assert 200 == streamed.status
+    with pytest.raises(ClientPayloadError):
+        await asyncio.wait_for(streamed.read(), timeout=10)
+    assert time.monotonic() - started < 3

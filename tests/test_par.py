@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -304,23 +305,29 @@ async def test_accepted_assertion_audiences(
 
 
 @pytest.mark.parametrize(
-    ("form", "reason"),
+    ("make_form", "reason"),
     [
-        ({"client_assertion": assertion(key=OTHER)}, "no key with kid"),
-        ({"client_assertion": assertion(key=OTHER, kid="p256pk")}, "does not verify"),
-        ({"client_assertion": assertion(exp=int(time.time()) - 120)}, "expired"),
-        ({"client_assertion": assertion(exp=int(time.time()) + 3600)}, "more than 300 s"),
-        ({"client_assertion": assertion(exp=DROP)}, "exp is required"),
-        ({"client_assertion": assertion(aud="https://other.example")}, "aud is not this server"),
-        ({"client_assertion": assertion(aud=ISSUER + "/authorize")}, "aud is not this server"),
-        ({"client_assertion": assertion(iss="other")}, "iss and sub"),
-        ({"client_assertion": assertion(sub="someone")}, "iss and sub"),
-        ({"client_assertion": assertion(jti=DROP)}, "jti"),
-        ({"client_assertion": assertion(iat=int(time.time()) + 600)}, "iat"),
-        ({"client_assertion_type": "urn:other"}, "client_assertion_type"),
-        ({"client_assertion": "not-a-jwt"}, "not a compact"),
+        (lambda: {"client_assertion": assertion(key=OTHER)}, "no key with kid"),
+        (lambda: {"client_assertion": assertion(key=OTHER, kid="p256pk")}, "does not verify"),
+        (lambda: {"client_assertion": assertion(exp=int(time.time()) - 120)}, "expired"),
+        (lambda: {"client_assertion": assertion(exp=int(time.time()) + 3600)}, "more than 300 s"),
+        (lambda: {"client_assertion": assertion(exp=DROP)}, "exp is required"),
         (
-            {"client_assertion": sign(Claims("pkjwt").build(sub="pkjwt"), "ES256", key=PK)},
+            lambda: {"client_assertion": assertion(aud="https://other.example")},
+            "aud is not this server",
+        ),
+        (
+            lambda: {"client_assertion": assertion(aud=ISSUER + "/authorize")},
+            "aud is not this server",
+        ),
+        (lambda: {"client_assertion": assertion(iss="other")}, "iss and sub"),
+        (lambda: {"client_assertion": assertion(sub="someone")}, "iss and sub"),
+        (lambda: {"client_assertion": assertion(jti=DROP)}, "jti"),
+        (lambda: {"client_assertion": assertion(iat=int(time.time()) + 600)}, "iat"),
+        (lambda: {"client_assertion_type": "urn:other"}, "client_assertion_type"),
+        (lambda: {"client_assertion": "not-a-jwt"}, "not a compact"),
+        (
+            lambda: {"client_assertion": sign(Claims("pkjwt").build(sub="pkjwt"), "ES256", key=PK)},
             "a request object is not a client assertion",
         ),
     ],
@@ -342,10 +349,14 @@ async def test_accepted_assertion_audiences(
     ],
 )
 async def test_bad_assertions_are_invalid_client(
-    client: TestClient[Any, Any], legacy: Legacy, form: dict[str, str], reason: str
+    client: TestClient[Any, Any],
+    legacy: Legacy,
+    make_form: Callable[[], dict[str, str]],
+    reason: str,
 ) -> None:
-    """Each kind of bad client assertion is 401 invalid_client."""
-    response = await push(client, pkjwt_form(**form))
+    """Each kind of bad client assertion is 401 invalid_client. The assertions are made
+    when the test runs: made at collection, their times would have passed on a slow run."""
+    response = await push(client, pkjwt_form(**make_form()))
     assert reason in await assert_par_refused(response, legacy, "invalid_client", 401)
 
 

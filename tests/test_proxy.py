@@ -137,12 +137,24 @@ async def test_compressed_bodies_are_not_decompressed(
 
 
 async def test_no_headers_are_invented(gateway: GatewayFactory, legacy: Legacy) -> None:
-    """Headers the client did not send (Accept-Encoding, User-Agent) are not added."""
+    """Headers the client did not send (Accept, Accept-Encoding, User-Agent, and
+    Content-Type with a body or a method that may carry one) are not added; those it sent
+    go as they came."""
     client = await gateway()
-    await client.get("/plain", skip_auto_headers=["Accept-Encoding", "User-Agent", "Accept"])
+    everything = ["Accept-Encoding", "User-Agent", "Accept", "Content-Type"]
+    await client.get("/plain", skip_auto_headers=everything)
     seen = legacy.recorder.requests[-1].headers
-    assert "Accept-Encoding" not in seen
-    assert "User-Agent" not in seen
+    assert not {"Accept", "Accept-Encoding", "User-Agent", "Content-Type"} & set(seen)
+    for method, body in (("POST", b"raw bytes"), ("DELETE", None), ("PUT", None)):
+        await client.request(method, "/plain", data=body, skip_auto_headers=everything)
+        seen = legacy.recorder.requests[-1].headers
+        assert (method, None) == (legacy.recorder.requests[-1].method, seen.get("Content-Type"))
+    sent = {"Accept": "text/html", "Accept-Encoding": "br", "User-Agent": "Browser/1"}
+    await client.post("/plain", data=b"raw", headers={**sent, "Content-Type": "text/plain"})
+    seen = legacy.recorder.requests[-1].headers
+    assert {**sent, "Content-Type": "text/plain"} == {
+        name: seen[name] for name in [*sent, "Content-Type"]
+    }
 
 
 async def test_hop_by_hop_request_headers_are_removed(
