@@ -39,6 +39,8 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("jargate_request_id", default=No
 DECISION: web.RequestKey[dict[str, str | None]] = web.RequestKey("decision")
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: One encoder for every line (``json.dumps(..., default=str)`` builds one each call).
+_ENCODER = json.JSONEncoder(default=str)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -61,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):
