@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -147,6 +148,7 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
             log.error(problem)
         if advice is not None:
             log.warning(advice)
+        log.debug("start-up objects frozen", extra={"objects": freeze_startup_objects()})
         await stop.wait()
         log.info(
             "draining in-flight requests",
@@ -156,6 +158,16 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
         for each in reversed(runners):
             await each.cleanup()
         log.info("stopped")
+
+
+def freeze_startup_objects() -> int:
+    """Keep what start-up built (modules, settings, keys, the app) out of the garbage
+    collector's sight: a full collection then walks only what requests left behind. Without
+    it each full collection walks the ~75,000 start-up objects too, a pause of about 40 ms
+    for every request in flight (the p99 at half load, bench/RESULTS.md)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

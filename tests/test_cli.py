@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.cli import freeze_startup_objects
 from proxy.keyring import Keyring
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
 from tests.support import REPO, GatewayProcess, clean_env, free_port
@@ -188,6 +190,18 @@ async def test_serve_passes_traffic_and_drains_on_sigterm(legacy: Legacy) -> Non
     messages = [json.loads(line)["msg"] for line in logs.splitlines()]
     assert "draining in-flight requests" in messages
     assert any("throw-away keys" in m for m in messages)
+
+
+def test_start_up_objects_are_kept_out_of_garbage_collection() -> None:
+    """After start-up, what exists is frozen: full collections no longer walk it."""
+    survivor = [object()]  # anything alive now
+    try:
+        frozen = freeze_startup_objects()
+        assert frozen == gc.get_freeze_count() > 1000
+        assert not any(item is survivor for item in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(item is survivor for item in gc.get_objects())
 
 
 def test_python_dash_m_is_the_same_program() -> None:
