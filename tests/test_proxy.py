@@ -385,3 +385,38 @@ async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) ->
     assert page.content_type == "text/html"
     assert "temporarily_unavailable" in await page.text()
     assert page.headers["Content-Security-Policy"] == "default-src 'none'"
+
+
+async def test_every_route_is_observed(gateway: GatewayFactory) -> None:
+    """Every route, the gateway's own and the catch-all, answers with a request id and is
+    counted: the observing wrapper is on each of them (it is not an aiohttp middleware)."""
+    metrics = Metrics()
+    client = await gateway(metrics=metrics)
+    requests = [
+        ("GET", "/healthz", "/healthz"),
+        ("HEAD", "/healthz", "/healthz"),
+        ("GET", "/readyz", "/readyz"),
+        ("GET", "/.well-known/jargate/jwks.json", "/.well-known/jargate/jwks.json"),
+        ("GET", "/.well-known/openid-configuration", "/.well-known/openid-configuration"),
+        ("GET", "/authorize", "/authorize"),  # refused: no client_id
+        ("POST", "/authorize", "/authorize"),
+        ("GET", "/par", "/par"),  # refused: PAR takes POST
+        ("POST", "/par", "/par"),  # refused: no client
+        ("GET", "/plain", "proxy"),
+        ("PUT", "/plain", "proxy"),
+        ("GET", "//authorize", "proxy"),  # another spelling: checked, then counted as proxied
+    ]
+    ids = set()
+    for method, path, _ in requests:
+        response = await client.session.request(method, raw_url(client, path))
+        ids.add(response.headers["X-Request-Id"])
+    assert len(requests) == len(ids)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    counted = [
+        (sample.labels["method"], sample.labels["route"], sample.value)
+        for sample in families["jargate_http_requests"].samples
+        if sample.name.endswith("_total")
+    ]
+    for method, _, route in requests:
+        assert any(m == method and r == route for m, r, _ in counted), (method, route)
+    assert len(requests) == sum(value for _, _, value in counted)
