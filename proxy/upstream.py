@@ -47,7 +47,8 @@ _REPLACED = ("expect", "x-forwarded-for")
 _REPLACED_UNTRUSTED = tuple(_FORWARDING | {"expect"})
 #: aiohttp's client adds these on its own; never when the client did not send them.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
-#: Methods aiohttp sends a default Content-Type with, body or not.
+#: Methods aiohttp never gives a default Content-Type when they carry no body (for others,
+#: POST, PUT, PATCH, it may).
 _BODYLESS = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
 
