@@ -387,7 +387,7 @@ async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) ->
     assert page.headers["Content-Security-Policy"] == "default-src 'none'"
 
 
-async def test_every_route_is_observed(gateway: GatewayFactory) -> None:
+async def test_every_route_is_observed(gateway: GatewayFactory, legacy: Legacy) -> None:
     """Every route, the gateway's own and the catch-all, answers with a request id and is
     counted: the observing wrapper is on each of them (it is not an aiohttp middleware)."""
     metrics = Metrics()
@@ -398,19 +398,34 @@ async def test_every_route_is_observed(gateway: GatewayFactory) -> None:
         ("GET", "/readyz", "/readyz"),
         ("GET", "/.well-known/jargate/jwks.json", "/.well-known/jargate/jwks.json"),
         ("GET", "/.well-known/openid-configuration", "/.well-known/openid-configuration"),
-        ("GET", "/authorize", "/authorize"),  # refused: no client_id
+        ("GET", "/authorize", "/authorize"),  # plain OAuth: relayed
         ("POST", "/authorize", "/authorize"),
+        ("GET", "/authorize?response_mode=jwt", "/authorize"),  # refused: no client_id
         ("GET", "/par", "/par"),  # refused: PAR takes POST
-        ("POST", "/par", "/par"),  # refused: no client
+        ("POST", "/par", "/par"),  # refused: not a form
         ("GET", "/plain", "proxy"),
         ("PUT", "/plain", "proxy"),
         ("GET", "//authorize", "proxy"),  # another spelling: checked, then counted as proxied
     ]
-    ids = set()
+    ids, refused = set(), []
     for method, path, _ in requests:
         response = await client.session.request(method, raw_url(client, path))
         ids.add(response.headers["X-Request-Id"])
+        if response.status >= 400:
+            assert "Location" not in response.headers
+            refused.append((method, path, response.status, (await response.json())["error"]))
     assert len(requests) == len(ids)
+    # The gateway's refusals are its own JSON answers, and none of them reached the
+    # upstream (which answers a bare GET /authorize with its own 400).
+    assert [
+        ("GET", "/authorize", 400, "invalid_request"),
+        ("GET", "/authorize?response_mode=jwt", 400, "invalid_request"),
+        ("GET", "/par", 405, "invalid_request"),
+        ("POST", "/par", 400, "invalid_request"),
+    ] == refused
+    upstream_saw = [(r.method, r.raw_path) for r in legacy.recorder.requests]
+    assert not [seen for seen in upstream_saw if "jwt" in seen[1] or "/par" in seen[1]]
+    assert ("GET", "/authorize") in upstream_saw
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     counted = [
         (sample.labels["method"], sample.labels["route"], sample.value)
