@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +32,9 @@ async def relay(
 
 
 def serve(
-    port: int, handler: web.Handler, session_holder: dict[str, aiohttp.ClientSession]
+    port: int,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    session_holder: dict[str, aiohttp.ClientSession],
 ) -> None:
     """Serve ``handler`` for every path on loopback, with one pooled client session."""
 
