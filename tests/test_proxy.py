@@ -9,6 +9,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -354,7 +355,7 @@ def test_latency_histogram_is_a_prometheus_histogram() -> None:
 
 
 async def test_access_log_has_request_id_and_no_query(
-    gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+    gateway: GatewayFactory, legacy: Legacy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One access line per request, never with the query string (codes, tokens); a
     request merely passed through is logged at debug, a refusal at info."""
@@ -363,6 +364,11 @@ async def test_access_log_has_request_id_and_no_query(
         response = await client.get("/cb?code=SECRETCODE&access_token=SECRETTOKEN")
         refused = await client.get("/authorize?request=SECRETOBJECT")
     assert (200, 400) == (response.status, refused.status)
+    # The refusal (a request object without client_id) is the gateway's own JSON page,
+    # sent back to the caller, and never reached the upstream.
+    assert "invalid_request" == (await refused.json())["error"]
+    assert "Location" not in refused.headers
+    assert ["/cb"] == [urlsplit(r.raw_path).path for r in legacy.recorder.requests]
     records = [r for r in caplog.records if r.name == "jargate.access"]
     assert [("/cb", logging.DEBUG), ("/authorize", logging.INFO)] == [
         (r.__dict__["path"], r.levelno) for r in records
