@@ -1,8 +1,9 @@
 """The load generator, in a process of its own. Reads requests (one JSON object a line:
 method, path, form?, headers?) and plays them in order, each at most once, with a fixed
-number of connections (closed loop) or at a fixed rate (open loop); bounded in count and
-time. Prints one JSON line: completed, errors, seconds, rps, p50_ms, p99_ms, and its own
-CPU seconds (cpu_s)."""
+number of connections (closed loop) or at a fixed rate (open loop; with ``--warmup``, the
+requests sent in its first seconds, while the connections open, are not counted); bounded
+in count and time. Prints one JSON line: completed, errors, seconds, rps, p50_ms, p99_ms,
+and its own CPU seconds (cpu_s)."""
 
 from __future__ import annotations
 
@@ -57,35 +58,46 @@ async def one(session: aiohttp.ClientSession, base: str, item: dict[str, Any]) -
 
 
 async def run(
-    base: str, items: list[dict[str, Any]], connections: int, seconds: float, rate: float
+    base: str,
+    items: list[dict[str, Any]],
+    connections: int,
+    seconds: float,
+    rate: float,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     cpu_started = time.process_time()
     latencies: list[float] = []
     errors = 0
     cursor = 0
-    deadline = time.monotonic() + seconds
+    counting_from = time.monotonic() + warmup
+    deadline = counting_from + seconds
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     async with aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
 
-        async def timed(item: dict[str, Any]) -> None:
+        async def timed(item: dict[str, Any], counted: bool = True) -> None:
             nonlocal errors
             started = time.perf_counter()
             try:
                 ok = await one(session, base, item)
             except aiohttp.ClientError:
                 ok = False
-            latencies.append(time.perf_counter() - started)
-            errors += 0 if ok else 1
+            if counted:
+                latencies.append(time.perf_counter() - started)
+                errors += 0 if ok else 1
 
         started = time.monotonic()
-        if rate > 0:  # open loop: a request every 1/rate seconds
+        if rate > 0:  # open loop: a request every 1/rate seconds; none counted in the warm-up
             tasks = []
+            started_counting = warmup <= 0
             interval = 1.0 / rate
             next_at = time.monotonic()
-            while time.monotonic() < deadline and cursor < len(items):
-                tasks.append(asyncio.ensure_future(timed(items[cursor])))
+            while (now := time.monotonic()) < deadline and cursor < len(items):
+                counted = now >= counting_from
+                if counted and not started_counting:
+                    started, started_counting = now, True
+                tasks.append(asyncio.ensure_future(timed(items[cursor], counted)))
                 cursor += 1
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -119,6 +131,7 @@ async def run(
         "p99_ms": percentile(0.99),
         "exhausted": cursor >= len(items),
         "cpu_s": round(time.process_time() - cpu_started, 3),
+        "latencies_ms": [round(x * 1000, 3) for x in latencies],
     }
 
 
@@ -129,10 +142,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rate", type=float, default=0)
+    parser.add_argument("--warmup", type=float, default=0, help="open loop: seconds not counted")
+    parser.add_argument("--latencies", help="also write every latency (ms, JSON) to this file")
     args = parser.parse_args()
+    if args.warmup and args.rate <= 0:
+        parser.error("--warmup is for the open loop (--rate)")
     with open(args.requests) as lines:
         items = [json.loads(line) for line in lines]
-    print(json.dumps(asyncio.run(run(args.base, items, args.connections, args.seconds, args.rate))))
+    result = asyncio.run(
+        run(args.base, items, args.connections, args.seconds, args.rate, args.warmup)
+    )
+    latencies = result.pop("latencies_ms")
+    if args.latencies:  # for the caller to pool several runs
+        with open(args.latencies, "w") as out:
+            json.dump(latencies, out)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -38,19 +38,30 @@ from proxy.keyring import generate_private_jwks  # noqa: E402
 from proxy.store import hashed_key  # noqa: E402
 from tests.support import RedisServer, free_port  # noqa: E402
 
+#: A load phase's length: a scenario without a target (one round), a half-load trial, the
+#: workers' runs.
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
-#: Each scenario runs this many alternating baseline/jargate rounds of SECONDS each.
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+#: A scenario with a target runs this many alternating baseline/floor/jargate rounds of
+#: ROUND_SECONDS each; each round's ratios are taken while the machine ran at one speed
+#: for all, and the median of the rounds' ratios counts.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUND_SECONDS = 2.0
+#: (a) and (f), whose ratio sits near 1, are the most sensitive to this shared machine's
+#: drift: more and shorter rounds.
+CHEAP_ROUNDS, CHEAP_SECONDS = 7, 1.5
+CHEAP = ("a", "f")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-OBJECTS = int(os.environ.get("BENCH_OBJECTS", "10000"))
+OBJECTS = int(os.environ.get("BENCH_OBJECTS", "20000"))
 #: Only these scenario keys (e.g. "a,b"); the half-load, workers and profile phases run
 #: only when the whole table does.
 ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
 #: Count instructions per request under callgrind (bench/instructions.py) at the end.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
-INSTRUCTION_REQUESTS = 400
-#: Alternating half-load trials for (a); the median of the p99 added counts.
-HALF_TRIALS = 3
+INSTRUCTION_REQUESTS = 300
+#: Alternating half-load trials for (a); the p99 over their requests pooled counts.
+HALF_TRIALS = 5
+#: Open-loop requests sent before the counting starts (connections opened, steady state).
+HALF_WARMUP = 0.5
 #: Scenarios also measured through the floor (bench/floor.py).
 FLOORED = ("b", "c", "d")
 REDIRECT = "https://rp.example/cb"
@@ -234,9 +245,12 @@ def load(
     rate: float = 0,
     seconds: float = SECONDS,
     watch: dict[str, int] | None = None,
+    warmup: float = 0,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Play ``requests`` against ``base``. With ``watch`` (name -> pid), also the CPU time
-    each of those processes spent per completed request, in µs (``cpu_us``)."""
+    each of those processes spent per completed request, in µs (``cpu_us``); with ``keep``,
+    every latency (``latencies_ms``)."""
     before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     args = [
         sys.executable,
@@ -251,8 +265,15 @@ def load(
         str(seconds),
         "--rate",
         str(rate),
+        "--warmup",
+        str(warmup),
     ]
-    result = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 120)
+    kept = requests.with_suffix(".latencies.json")
+    if keep:
+        args += ["--latencies", str(kept)]
+    result = subprocess.run(
+        args, capture_output=True, text=True, check=True, timeout=seconds + warmup + 120
+    )
     measured = dict(json.loads(result.stdout.strip().splitlines()[-1]))
     completed = max(1, measured["completed"])
     measured["cpu_us"] = {
@@ -260,7 +281,15 @@ def load(
         for name, pid in (watch or {}).items()
     }
     measured["cpu_us"]["generator"] = round(measured.pop("cpu_s") * 1e6 / completed)
+    if keep:
+        measured["latencies_ms"] = json.loads(kept.read_text())
     return measured
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p`` quantile (0–1) of ``values``, as load.py reads it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
 
 def floor_command(
@@ -298,7 +327,7 @@ def count_instructions(
     if not INSTRUCTIONS or not instructions.available():
         return []
     upstream = f"http://127.0.0.1:{upstream_port}"
-    count, warm = INSTRUCTION_REQUESTS, 150
+    count, warm = INSTRUCTION_REQUESTS, 100
     plain = [item["path"] for item in plain_items("someone", count + warm)]
     gateway_jar, baseline_jar = jar_items("bench", tokens[: count + warm])
     cases = [
@@ -466,6 +495,7 @@ def main() -> int:
             profile_objects = objects(pool, "ES256", "bench", issuer)
             half_objects = objects(pool, "ES256", "bench", issuer)
             instruction_objects = objects(pool, "ES256", "bench", issuer)
+            warm_objects = objects(pool, "ES256", "bench", issuer)
 
         import redis
 
@@ -578,10 +608,16 @@ def main() -> int:
             )
         )
 
-        # Warm both servers up (connections, caches) before anything is measured.
+        print(f"[{time.monotonic() - started:.0f} s] warming up ...", flush=True)
+        # Warm every server up before anything is measured: connections to the upstream,
+        # and for the floor and jargate their Redis connections and signature checks
+        # (unwarmed, the floor's first scenario read 0.1 below the next, same-cost one).
         warm = write([{"path": "/page"}] * 50_000, "warm-up")
-        for url in (baseline_url, gateway_url):
+        warm_gateway, warm_floor = jar_items("bench", warm_objects)
+        for url in (baseline_url, floor_url, gateway_url):
             load(url, warm, seconds=2)
+        load(floor_url, write(warm_floor, "warm-floor"), seconds=2)
+        load(gateway_url, write(warm_gateway, "warm-gateway"), seconds=2)
 
         assert redis_server.process is not None
         shared = {"upstream": upstream.pid, "redis": redis_server.process.pid}
@@ -590,42 +626,64 @@ def main() -> int:
                 continue
             name = f"{key}-{len(rows)}"
             floored = key in FLOORED and bool(target or key == "b")
+            count, seconds = (
+                (CHEAP_ROUNDS, CHEAP_SECONDS)
+                if key in CHEAP
+                else (ROUNDS, ROUND_SECONDS)
+                if target
+                else (1, SECONDS)
+            )
             # Alternate baseline, floor and jargate in every round (disjoint object
             # slices), so that drift in this shared machine's speed falls on all alike.
+            # The baseline checks nothing: its slice may repeat, so that it never runs out.
             rounds = []
-            for r in range(ROUNDS):
+            for r in range(count):
                 one_round = {
                     "baseline": load(
                         baseline_url,
-                        write(bl_items[r::ROUNDS], f"{name}-{r}-baseline"),
+                        write(bl_items[r::count] * 3, f"{name}-{r}-baseline"),
+                        seconds=seconds,
                         watch={"proxy": baseline_process.pid, **shared},
                     )
                 }
                 if floored:
                     one_round["floor"] = load(
                         floor_url,
-                        write(bl_items[r::ROUNDS], f"{name}-{r}-floor"),
+                        write(bl_items[r::count], f"{name}-{r}-floor"),
+                        seconds=seconds,
                         watch={"proxy": floor_process.pid, **shared},
                     )
                 one_round["jargate"] = load(
                     gateway_url,
-                    write(gw_items[r::ROUNDS], f"{name}-{r}-gateway"),
+                    write(gw_items[r::count], f"{name}-{r}-gateway"),
+                    seconds=seconds,
                     watch={"proxy": gateway.pid, **shared},
                 )
                 rounds.append(one_round)
             baseline = combine([each["baseline"] for each in rounds])
             measured = combine([each["jargate"] for each in rounds])
-            ratio = round(measured["rps"] / baseline["rps"], 2) if baseline["rps"] else 0
+            round_ratios = [
+                each["jargate"]["rps"] / each["baseline"]["rps"]
+                for each in rounds
+                if each["baseline"]["rps"]
+            ]
+            ratio = round(median(round_ratios), 2) if round_ratios else 0
             row: dict[str, Any] = {
                 "key": key,
                 "title": title,
                 "baseline": baseline,
                 "jargate": measured,
                 "ratio": ratio,
+                "round_ratios": [round(r, 2) for r in round_ratios],
                 "target": target,
             }
             if floored:
                 row["floor"] = combine([each["floor"] for each in rounds])
+                row["ceiling"] = median(
+                    each["floor"]["rps"] / each["baseline"]["rps"]
+                    for each in rounds
+                    if each["baseline"]["rps"]
+                )
             rows.append(row)
             print(
                 f"({key}) {title}: jargate {measured['rps']} rps vs baseline {baseline['rps']} rps "
@@ -643,6 +701,7 @@ def main() -> int:
         if ONLY:
             return 0
 
+        print(f"[{time.monotonic() - started:.0f} s] half load ...", flush=True)
         half = []
         for key, title, gw_items, bl_items in (
             ("a", "pass-through", [{"path": "/page"}] * 200_000, [{"path": "/page"}] * 200_000),
@@ -656,32 +715,48 @@ def main() -> int:
             rate = round(base_rps / 2, 1)
             name = f"half-{key}"
             item: dict[str, Any] = {"key": key, "title": title, "rate": rate, "trials": []}
-            # (a) needs no unique objects: several alternating trials, so that one stall
-            # of this shared machine does not decide the verdict; the median counts.
+            # (a) needs no unique objects: several alternating trials, their latencies
+            # pooled, so that one stall of this shared machine (which hits whichever
+            # proxy's trial it falls in) does not decide the verdict.
+            pooled: dict[str, list[float]] = {}
             for trial in range(HALF_TRIALS if key == "a" else 1):
                 at_half = {
                     "baseline": load(
-                        baseline_url, write(bl_items, f"{name}-{trial}-baseline"), rate=rate
+                        baseline_url,
+                        write(bl_items, f"{name}-{trial}-baseline"),
+                        rate=rate,
+                        warmup=HALF_WARMUP,
+                        keep=True,
                     )
                 }
                 if key in FLOORED:  # what the unavoidable work alone adds at this rate
                     at_half["floor"] = load(
-                        floor_url, write(bl_items, f"{name}-{trial}-floor"), rate=rate
+                        floor_url,
+                        write(bl_items, f"{name}-{trial}-floor"),
+                        rate=rate,
+                        warmup=HALF_WARMUP,
+                        keep=True,
                     )
                 at_half["jargate"] = load(
-                    gateway_url, write(gw_items, f"{name}-{trial}-gateway"), rate=rate
+                    gateway_url,
+                    write(gw_items, f"{name}-{trial}-gateway"),
+                    rate=rate,
+                    warmup=HALF_WARMUP,
+                    keep=True,
                 )
                 item["trials"].append({k: v["p99_ms"] for k, v in at_half.items()})
-            for proxy in item["trials"][0]:
-                item[proxy] = median([t[proxy] for t in item["trials"]])
-            item["added_p99_ms"] = median([t["jargate"] - t["baseline"] for t in item["trials"]])
+                for proxy, measured in at_half.items():
+                    pooled.setdefault(proxy, []).extend(measured["latencies_ms"])
+            item["counted"] = min(len(latencies) for latencies in pooled.values())
+            for proxy, latencies in pooled.items():
+                item[proxy] = round(percentile(latencies, 0.99), 2)
+            item["added_p99_ms"] = item["jargate"] - item["baseline"]
             if "floor" in item:
-                item["floor_added_p99_ms"] = median(
-                    [t["floor"] - t["baseline"] for t in item["trials"]]
-                )
+                item["floor_added_p99_ms"] = item["floor"] - item["baseline"]
             half.append(item)
             print(f"half load ({key}) at {rate} rps: p99 ms by trial {item['trials']}", flush=True)
 
+        print(f"[{time.monotonic() - started:.0f} s] workers ...", flush=True)
         # One worker, then two, back to back on (b) ES256 (disjoint objects).
         gw, _ = jar_items("bench", workers_objects)
         one_worker = load(
@@ -713,9 +788,11 @@ def main() -> int:
         )
         processes.stop(gateway)
 
+        print(f"[{time.monotonic() - started:.0f} s] profiling (b) ES256 ...", flush=True)
         profile = profile_gateway(
             processes, gateway_env, gateway_port, gateway_url, profile_objects
         )
+        print(f"[{time.monotonic() - started:.0f} s] counting instructions ...", flush=True)
         counted = count_instructions(
             gateway_env,
             gateway_port,
@@ -832,14 +909,21 @@ def report(
         "# jargate benchmark results",
         "",
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
-        f"Each scenario: {CONNECTIONS} connections, closed loop, {ROUNDS} rounds of {SECONDS:.0f} s "
-        "alternating baseline, floor (for (b), (c), (d)) and jargate, every request object "
-        "unique (a fresh `jti`, so the Redis replay claim is included). The baseline is a naive aiohttp "
-        "pass-through proxy (`bench/baseline.py`) carrying the same number of HTTP exchanges to the same "
-        "upstream in the same run. Ratios are jargate's throughput over the baseline's.",
+        f"Each scenario: {CONNECTIONS} connections, closed loop, rounds alternating "
+        "baseline, floor (for (b), (c), (d)) and jargate: "
+        f"{CHEAP_ROUNDS} rounds of {CHEAP_SECONDS:g} s for (a) and (f), {ROUNDS} of "
+        f"{ROUND_SECONDS:g} s for the other scenarios with a target, one of {SECONDS:g} s "
+        "for those without. "
+        "Every request object is unique (a fresh `jti`, so the Redis replay claim is "
+        "included). The baseline is a naive aiohttp pass-through proxy (`bench/baseline.py`) "
+        "carrying the same number of HTTP exchanges to the same upstream in the same run. "
+        "A ratio is jargate's throughput over the baseline's in the same round; the "
+        "scenario's ratio is the median of its rounds' (listed), the throughputs are over "
+        "all rounds.",
         "",
-        "| scenario | baseline rps / p50 ms / p99 ms | jargate rps / p50 ms / p99 ms | ratio | target |",
-        "| --- | --- | --- | --- | --- |",
+        "| scenario | baseline rps / p50 ms / p99 ms | jargate rps / p50 ms / p99 ms | ratio "
+        "| target | rounds' ratios |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         target = (
@@ -848,7 +932,8 @@ def report(
             else "-"
         )
         lines.append(
-            f"| ({row['key']}) {row['title']} | {fmt(row['baseline'])} | {fmt(row['jargate'])} | {row['ratio']} | {target} |"
+            f"| ({row['key']}) {row['title']} | {fmt(row['baseline'])} | {fmt(row['jargate'])} "
+            f"| {row['ratio']} | {target} | {', '.join(str(r) for r in row['round_ratios'])} |"
         )
     floors = [row for row in rows if "floor" in row]
     if floors:
@@ -858,8 +943,9 @@ def report(
             "RFC 9126 and JARM make unavoidable, done the cheapest way aiohttp, joserfc and "
             "redis-py allow, on uvloop: a signature check and a once-only `jti` claim in Redis; "
             "a PAR push kept in Redis and taken back; a JARM signature). The floor over the "
-            "baseline is the ceiling for any gateway on this stack and machine; jargate over "
-            "the floor is what jargate's own checks, flows and hygiene cost on top.",
+            "baseline (the median of the rounds' ratios) is the ceiling for any gateway on "
+            "this stack and machine; jargate over the floor is what jargate's own checks, "
+            "flows and hygiene cost on top.",
             "",
             "The same ceiling is also read from CPU time: every process's CPU time per "
             "request (proxy, upstream, Redis, load generator) summed for the baseline and for "
@@ -873,7 +959,7 @@ def report(
         ]
         for row in floors:
             floor, base, ours = row["floor"]["rps"], row["baseline"]["rps"], row["jargate"]["rps"]
-            ceiling = floor / base
+            ceiling = row["ceiling"]
             base_cpu, floor_cpu = (sum(row[k]["cpu_us"].values()) for k in ("baseline", "floor"))
             by_cpu = base_cpu / floor_cpu
             target = (
@@ -906,9 +992,11 @@ def report(
     lines += [
         "",
         "Latency added at half of the baseline's peak load (open loop, the same rate for "
-        f"all; for (a) the median of {HALF_TRIALS} alternating trials of {SECONDS:.0f} s, "
-        "each trial's p99s in the last column): where the floor at that rate already adds "
-        "2 ms or more, the target is out of reach for any gateway on this stack and machine.",
+        f"all, counted after {HALF_WARMUP} s at that rate in which the load generator opens "
+        f"its connections; for (a) {HALF_TRIALS} alternating trials of {SECONDS:g} s, the p99 "
+        "over all their requests together, each trial's own in the last column): where the "
+        "floor at that rate already adds 2 ms or more, the target is out of reach for any "
+        "gateway on this stack and machine.",
         "",
         "| scenario | rate rps | baseline p99 ms | floor p99 ms (added) | jargate p99 ms "
         "| added p99 ms | target < 2 ms | trials: baseline / jargate p99 ms |",
@@ -926,7 +1014,9 @@ def report(
             )
             + f"{item['jargate']} | {round(item['added_p99_ms'], 2)} | "
             + (
-                "**out of reach**"
+                "**not measured** (no request counted)"
+                if not item["counted"]
+                else "**out of reach**"
                 if not met and floor_added is not None and floor_added >= 2
                 else verdict(met)
             )
@@ -945,7 +1035,8 @@ def report(
         f"Redis, load generator) needs CPU time for each request: with one worker "
         f"{sum(one['cpu_us'].values())} µs ({cpu_parts(one)}), with two "
         f"{sum(two['cpu_us'].values())} µs ({cpu_parts(two)}), so {CORES} cores carry at "
-        f"most {CORES * 1e6 / sum(two['cpu_us'].values()):.0f} rps whatever the number of "
+        f"most {CORES * 1e6 / min(sum(r['cpu_us'].values()) for r in (one, two)):.0f} rps "
+        "whatever the number of "
         f"workers: a ceiling of {max(one['ceiling'], two['ceiling'])} x on this machine. "
         f"The two workers kept {two['busy_cores']} of the {CORES} cores busy (one worker: "
         f"{one['busy_cores']}).",
