@@ -57,7 +57,7 @@ OBJECTS = int(os.environ.get("BENCH_OBJECTS", "20000"))
 ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
 #: Count instructions per request under callgrind (bench/instructions.py) at the end.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
-INSTRUCTION_REQUESTS = 300
+INSTRUCTION_REQUESTS = 400
 #: Alternating half-load trials for (a); the p99 over their requests pooled counts.
 HALF_TRIALS = 5
 #: Open-loop requests sent before the counting starts (connections opened, steady state).
@@ -327,7 +327,7 @@ def count_instructions(
     if not INSTRUCTIONS or not instructions.available():
         return []
     upstream = f"http://127.0.0.1:{upstream_port}"
-    count, warm = INSTRUCTION_REQUESTS, 100
+    count, warm = INSTRUCTION_REQUESTS, 150
     plain = [item["path"] for item in plain_items("someone", count + warm)]
     gateway_jar, baseline_jar = jar_items("bench", tokens[: count + warm])
     cases = [
