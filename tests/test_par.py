@@ -530,6 +530,23 @@ async def test_bad_handles_are_invalid_request_uri(
     assert [] == [p for p in legacy.recorder.paths() if p.startswith("/authorize")]
 
 
+async def test_another_clients_try_leaves_the_handle_to_its_own_client(
+    aiohttp_client: AiohttpClient, legacy: Legacy, store: Store
+) -> None:
+    """A handle travels through the browser: presented by another client it is unknown,
+    and it is not used up by that try (the store key is bound to the pushing client)."""
+    client = await par_gateway(aiohttp_client, legacy, store)
+    request_uri = await assert_pushed(await push(client, pkjwt_form()))
+    stolen = await use(client, "other", request_uri)
+    assert (400, "invalid_request_uri") == (stolen.status, (await stolen.json())["error"])
+    assert [] == [p for p in legacy.recorder.paths() if p.startswith("/authorize")]
+    own = await use(client, "pkjwt", request_uri)
+    assert ["par-state"] == final_params(own)["state"]
+    assert 1 == len([p for p in legacy.recorder.paths() if p.startswith("/authorize")])
+    again = await use(client, "pkjwt", request_uri)
+    assert (400, "invalid_request_uri") == (again.status, (await again.json())["error"])
+
+
 async def test_client_that_must_push_cannot_send_by_value(
     client: TestClient[Any, Any], legacy: Legacy
 ) -> None:

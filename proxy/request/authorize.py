@@ -368,21 +368,21 @@ async def authorize_pushed(
     second use, even a concurrent one, finds nothing). If its flow must wait (a login
     page), it is stored again with the flow, marked with the flow's handle, until the
     flow completes: a reload meanwhile continues the same flow; once the flow completed,
-    it is gone. The PAR lifetime bounds the wait before first use only."""
+    it is gone. The PAR lifetime bounds the wait before first use only. The handle is
+    bound to the client that pushed it: with another ``client_id`` nothing is found and
+    nothing taken."""
     app = request.app
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
-    urn = params["request_uri"]
-    pushed = await take_pushed(store, urn)
-    if pushed is None:
+    key = pushed_key(client.client_id, params["request_uri"])
+    pushed = await take_pushed(store, key)
+    if pushed is None:  # another client's handle included: it is left alone for its own
         raise InvalidRequestUri("the request_uri is unknown, expired or already used")
-    if pushed.client_id != client.client_id:
-        raise InvalidRequestUri("the request_uri was pushed by another client")
     mark_ttl = settings.flow_ttl_seconds
     if pushed.handle is not None and pushed.target is not None:
         # A reload while its flow waits: continue that flow, and keep the mark.
         if await peek_flow(store, pushed.handle) is None:
             raise InvalidRequestUri("the request_uri is unknown, expired or already used")
-        await store.put(pushed_key(urn), pushed.to_json(), mark_ttl)
+        await store.put(key, pushed.to_json(), mark_ttl)
         _decide(request, client.client_id, "accepted", "none", "par")
         return await send_upstream(request, pushed.target)
     accepted = Accepted(
@@ -390,9 +390,9 @@ async def authorize_pushed(
         destination=trusted_destination(pushed.params, client, InvalidRequestUri),
         source="par",
     )
-    pending = await start_flow(app, accepted, par_key=pushed_key(urn))
+    pending = await start_flow(app, accepted, par_key=key)
     mark = Pushed(pushed.client_id, pushed.params, pending.handle, pending.target)
-    pending.also = ((pushed_key(urn), mark, mark_ttl),)
+    pending.also = ((key, mark, mark_ttl),)
     _decide(request, client.client_id, "accepted", "none", "par")
     return await send_upstream(request, pending.target, pending)
 

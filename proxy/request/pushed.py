@@ -41,18 +41,22 @@ def new_request_uri() -> str:
     return PAR_URN_PREFIX + secrets.token_urlsafe(32)
 
 
-def pushed_key(request_uri: str) -> str:
-    """The store key of a pushed request."""
-    return hashed_key("par", request_uri)
+def pushed_key(client_id: str, request_uri: str) -> str:
+    """The store key of a pushed request: bound to the client that pushed it, so that a
+    handle presented with another ``client_id`` finds nothing and takes nothing (the
+    handle travels through the browser, where anyone may read it)."""
+    return hashed_key("par", client_id, request_uri)
 
 
 async def save_pushed(store: Store, request_uri: str, pushed: Pushed, settings: Settings) -> None:
     """Keep ``pushed`` for the PAR lifetime until first use (at first use, if its flow must
     wait, it is stored again with the flow, as long as the flow may wait)."""
-    await store.put(pushed_key(request_uri), pushed.to_json(), settings.par_ttl_seconds)
+    key = pushed_key(pushed.client_id, request_uri)
+    await store.put(key, pushed.to_json(), settings.par_ttl_seconds)
 
 
-async def take_pushed(store: Store, request_uri: str) -> Pushed | None:
-    """The pushed request behind ``request_uri``, if any, taken: one caller, once."""
-    text = await store.take(pushed_key(request_uri))
+async def take_pushed(store: Store, key: str) -> Pushed | None:
+    """The pushed request under ``key`` (:func:`pushed_key`), if any, taken: one caller,
+    once."""
+    text = await store.take(key)
     return None if text is None else Pushed(**json.loads(text))
