@@ -30,6 +30,11 @@ def refused(location: str) -> bool:
     return False
 
 
+def quantile(ordered: list[float], p: float) -> float:
+    """The ``p`` quantile (0–1) of values already sorted; 0 for none."""
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+
 async def one(session: aiohttp.ClientSession, base: str, item: dict[str, Any]) -> bool:
     if item.get("par"):
         async with session.post(
@@ -114,21 +119,13 @@ async def run(
             await asyncio.gather(*(client() for _ in range(connections)))
         elapsed = time.monotonic() - started
     latencies.sort()
-
-    def percentile(p: float) -> float:
-        return (
-            round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
-            if latencies
-            else 0.0
-        )
-
     return {
         "completed": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 2),
         "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": percentile(0.50),
-        "p99_ms": percentile(0.99),
+        "p50_ms": round(quantile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(quantile(latencies, 0.99) * 1000, 2),
         "exhausted": cursor >= len(items),
         "cpu_s": round(time.process_time() - cpu_started, 3),
         "latencies_ms": [round(x * 1000, 3) for x in latencies],

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import instructions  # noqa: E402
 from joserfc import jws  # noqa: E402
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key  # noqa: E402
+from load import quantile  # noqa: E402
 
 from proxy.keyring import generate_private_jwks  # noqa: E402
 from proxy.store import hashed_key  # noqa: E402
@@ -284,12 +285,6 @@ def load(
     if keep:
         measured["latencies_ms"] = json.loads(kept.read_text())
     return measured
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The ``p`` quantile (0–1) of ``values``, as load.py reads it."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
 
 def floor_command(
@@ -719,37 +714,27 @@ def main() -> int:
             # pooled, so that one stall of this shared machine (which hits whichever
             # proxy's trial it falls in) does not decide the verdict.
             pooled: dict[str, list[float]] = {}
+            proxies = [("baseline", baseline_url, bl_items)]
+            if key in FLOORED:  # what the unavoidable work alone adds at this rate
+                proxies.append(("floor", floor_url, bl_items))
+            proxies.append(("jargate", gateway_url, gw_items))
             for trial in range(HALF_TRIALS if key == "a" else 1):
                 at_half = {
-                    "baseline": load(
-                        baseline_url,
-                        write(bl_items, f"{name}-{trial}-baseline"),
+                    proxy: load(
+                        url,
+                        write(items, f"{name}-{trial}-{proxy}"),
                         rate=rate,
                         warmup=HALF_WARMUP,
                         keep=True,
                     )
+                    for proxy, url, items in proxies
                 }
-                if key in FLOORED:  # what the unavoidable work alone adds at this rate
-                    at_half["floor"] = load(
-                        floor_url,
-                        write(bl_items, f"{name}-{trial}-floor"),
-                        rate=rate,
-                        warmup=HALF_WARMUP,
-                        keep=True,
-                    )
-                at_half["jargate"] = load(
-                    gateway_url,
-                    write(gw_items, f"{name}-{trial}-gateway"),
-                    rate=rate,
-                    warmup=HALF_WARMUP,
-                    keep=True,
-                )
                 item["trials"].append({k: v["p99_ms"] for k, v in at_half.items()})
                 for proxy, measured in at_half.items():
                     pooled.setdefault(proxy, []).extend(measured["latencies_ms"])
             item["counted"] = min(len(latencies) for latencies in pooled.values())
             for proxy, latencies in pooled.items():
-                item[proxy] = round(percentile(latencies, 0.99), 2)
+                item[proxy] = round(quantile(sorted(latencies), 0.99), 2)
             item["added_p99_ms"] = item["jargate"] - item["baseline"]
             if "floor" in item:
                 item["floor_added_p99_ms"] = item["floor"] - item["baseline"]

@@ -527,6 +527,7 @@ async def test_bad_handles_are_invalid_request_uri(
         await asyncio.sleep(1.2)
     response = await use(client, client_id, request_uri)
     assert (400, "invalid_request_uri") == (response.status, (await response.json())["error"])
+    assert "Location" not in response.headers  # a JSON answer, never a redirect
     assert [] == [p for p in legacy.recorder.paths() if p.startswith("/authorize")]
 
 
@@ -539,12 +540,15 @@ async def test_another_clients_try_leaves_the_handle_to_its_own_client(
     request_uri = await assert_pushed(await push(client, pkjwt_form()))
     stolen = await use(client, "other", request_uri)
     assert (400, "invalid_request_uri") == (stolen.status, (await stolen.json())["error"])
+    assert "Location" not in stolen.headers  # a JSON answer, never a redirect
     assert [] == [p for p in legacy.recorder.paths() if p.startswith("/authorize")]
     own = await use(client, "pkjwt", request_uri)
     assert ["par-state"] == final_params(own)["state"]
     assert 1 == len([p for p in legacy.recorder.paths() if p.startswith("/authorize")])
     again = await use(client, "pkjwt", request_uri)
     assert (400, "invalid_request_uri") == (again.status, (await again.json())["error"])
+    assert "Location" not in again.headers
+    assert 1 == len([p for p in legacy.recorder.paths() if p.startswith("/authorize")])
 
 
 async def test_client_that_must_push_cannot_send_by_value(
