@@ -12,7 +12,8 @@ built on aiohttp, joserfc and redis-py on this machine:
   as one JARM response (ES256).
 
 Nothing else: no claim checks, no flows, no policies, no header hygiene, no logs, no
-metrics, no error handling worth the name.
+metrics, no timeouts (redis-py's default 5 s socket timeout costs a task and a timer a
+command), no error handling worth the name.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> None:
     signer = ECKey.generate_key("P-256", parameters={"kid": "floor"})
     es256 = JWSRegistry.algorithms["ES256"]
     expected = "Basic " + base64.b64encode(args.par_client.encode()).decode()
-    store = aioredis.Redis.from_url(args.redis)
+    store = aioredis.Redis.from_url(args.redis, socket_timeout=None)  # no timer a command
     holder: dict[str, aiohttp.ClientSession] = {}
 
     def jarm(location: str, client_id: str) -> str:

@@ -15,6 +15,7 @@ Keys are namespaced ``jargate:``; callers hash any part that comes from outside
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import time
@@ -156,10 +157,20 @@ class RedisStore:
     """Redis-backed store; each operation is one atomic command."""
 
     def __init__(
-        self, client: aioredis.Redis | RedisCluster, sentinel: Sentinel | None = None
+        self,
+        client: aioredis.Redis | RedisCluster,
+        sentinel: Sentinel | None = None,
+        timeout: float = 1.0,
     ) -> None:
         self._redis = client
         self._sentinel = sentinel
+        #: Every operation's deadline, retries and reconnects included (``asyncio.timeout``;
+        #: its ``TimeoutError`` is an ``OSError``, so it fails closed like the rest). One
+        #: timer an operation: redis-py's ``socket_timeout`` costs a task for every write
+        #: and a timer for every read, 55 k instructions a command against 26 k
+        #: (bench/analysis.md). Cancelled at the deadline, redis-py drops the connection,
+        #: so no late reply is read by the next command.
+        self._timeout = timeout
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 1.0) -> RedisStore:
@@ -170,35 +181,37 @@ class RedisStore:
         Cluster: ``redis+cluster://[:password@]host:port`` (any one node; the rest is
         discovered).
         """
+        # No socket timeout (redis-py's default is 5 s): the operation's deadline bounds
+        # it. No health check PING after idle: a connection found dead is retried once on
+        # a new one (the check cost two event-loop lookups, each a getpid(), a command).
         options = {
-            "socket_timeout": timeout,
+            "socket_timeout": None,
             "socket_connect_timeout": timeout,
             "retry": Retry(NoBackoff(), 1),
-            "health_check_interval": 10,
         }
         scheme = urlsplit(url).scheme
         if scheme.endswith("+cluster"):
             plain = url.replace(scheme, scheme.split("+")[0], 1)
             cluster = RedisCluster.from_url(
-                plain,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
+                plain, socket_timeout=None, socket_connect_timeout=timeout
             )
-            return cls(cluster)
+            return cls(cluster, timeout=timeout)
         if scheme.endswith("+sentinel"):
             sentinel, master = _sentinel_master(url, scheme.startswith("rediss"), timeout)
-            return cls(master, sentinel)
-        return cls(aioredis.Redis.from_url(url, **options))  # type: ignore[arg-type]
+            return cls(master, sentinel, timeout)
+        return cls(aioredis.Redis.from_url(url, **options), timeout=timeout)  # type: ignore[arg-type]
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         try:
-            return bool(await self._redis.set(PREFIX + key, "1", nx=True, px=_ttl_ms(ttl)))
+            async with asyncio.timeout(self._timeout):
+                return bool(await self._redis.set(PREFIX + key, "1", nx=True, px=_ttl_ms(ttl)))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
     async def put(self, key: str, value: str, ttl: float) -> None:
         try:
-            await self._redis.set(PREFIX + key, value, px=_ttl_ms(ttl))
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(PREFIX + key, value, px=_ttl_ms(ttl))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
@@ -207,27 +220,31 @@ class RedisStore:
             pipeline = self._redis.pipeline(transaction=False)
             for key, value, ttl in entries:
                 pipeline.set(PREFIX + key, value, px=_ttl_ms(ttl))
-            await pipeline.execute()
+            async with asyncio.timeout(self._timeout):
+                await pipeline.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
     async def take(self, key: str) -> str | None:
         try:
-            value = await self._redis.getdel(PREFIX + key)
+            async with asyncio.timeout(self._timeout):
+                value = await self._redis.getdel(PREFIX + key)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
         return _text(value)
 
     async def peek(self, key: str) -> str | None:
         try:
-            value = await self._redis.get(PREFIX + key)
+            async with asyncio.timeout(self._timeout):
+                value = await self._redis.get(PREFIX + key)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
         return _text(value)
 
     async def ping(self) -> None:
         try:
-            await self._redis.ping()
+            async with asyncio.timeout(self._timeout):
+                await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
@@ -260,9 +277,11 @@ def _sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aio
     db = int(segments[1]) if len(segments) > 1 else 0
     query = parse_qs(parts.query)
     sentinel_password = query.get("sentinel_password", [None])[0]
+    # The master's commands are bounded by RedisStore's deadline; the Sentinels' own
+    # queries (only when a connection is made) by their socket timeout.
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
-        socket_timeout=timeout,
+        socket_timeout=None,
         socket_connect_timeout=timeout,
         sentinel_kwargs={"password": sentinel_password, "socket_timeout": timeout},
     )
@@ -272,7 +291,7 @@ def _sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aio
         password=password,
         username=username,
         ssl=tls,
-        socket_timeout=timeout,
+        socket_timeout=None,
         socket_connect_timeout=timeout,
     )
     return sentinel, master
