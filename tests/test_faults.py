@@ -15,6 +15,7 @@ from aiohttp import ClientPayloadError, ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
+from proxy.errors import StoreUnavailable
 from proxy.keyring import Keyring
 from proxy.store import RedisStore
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
@@ -64,6 +65,35 @@ async def wait_ready(client: TestClient[Any, Any], ready: bool, within: float = 
         await asyncio.sleep(0.1)
 
 
+async def test_hung_store_operation_fails_closed_at_its_deadline_and_no_late_reply_is_misread(
+    paused_redis: RedisServer,
+) -> None:
+    """Redis frozen mid-command: each operation raises StoreUnavailable at the store's
+    deadline; once Redis answers again the next command reads its own reply, not the
+    late one of a command that timed out (the timed-out connection is dropped)."""
+    store = RedisStore.from_url(paused_redis.url, timeout=0.5)
+    try:
+        await store.put("a", "value of a", 60)
+        await store.put("b", "value of b", 60)
+        freeze(paused_redis, True)
+        try:
+            for operation in (
+                lambda: store.take("a"),
+                lambda: store.claim_once("jti:hung", 60),
+                store.ping,
+            ):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await asyncio.wait_for(operation(), 5)  # a hang fails the test, not blocks
+                assert time.monotonic() - started < 2.5
+        finally:
+            freeze(paused_redis, False)
+        assert await store.peek("b") == "value of b"
+        assert await store.claim_once("jti:after", 60)
+    finally:
+        await store.close()
+
+
 async def test_store_frozen_under_load_fails_closed_and_recovers(
     aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
 ) -> None:
@@ -87,6 +117,7 @@ async def test_store_frozen_under_load_fails_closed_and_recovers(
             else:
                 assert 503 == response.status
                 assert "temporarily_unavailable" == (await response.json())["error"]
+                assert "Location" not in response.headers  # answered here, not redirected
             outcomes[kind] = outcomes.get(kind, 0) + 1
 
     first = asyncio.gather(*(one(token) for token in objects[:20]))
@@ -102,6 +133,8 @@ async def test_store_frozen_under_load_fails_closed_and_recovers(
     await asyncio.wait_for(asyncio.gather(*(one(token) for token in objects[30:])), timeout=60)
     assert outcomes.get("503", 0) >= 10  # everything during the freeze failed closed
     assert outcomes.get("302", 0) >= 20
+    # The upstream saw exactly the accepted requests: nothing of those that failed closed.
+    assert len(accepted) == len([p for p in legacy.recorder.paths() if p.startswith("/authorize")])
     legacy.recorder.requests.clear()
     for token in accepted:
         replay = await client.get(
