@@ -4,9 +4,9 @@ else the machine is doing. Throughput on a shared 2-core machine drifts from run
 these counts repeat to within about 1%. Used by bench/run.py (``BENCH_INSTRUCTIONS=0``
 skips it).
 
-Each measurement: start the proxy under callgrind, warm it up, zero the counters
-(``callgrind_control -z``), play ``count`` requests with 4 connections, dump the counters
-(``callgrind_control -d``) and divide.
+Each proxy is started once under callgrind; for each of its cases: warm it up, zero the
+counters (``callgrind_control -z``), play ``count`` requests with 4 connections, dump the
+counters (``callgrind_control -d``) and divide.
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def per_request(
     args: list[str],
     port: int,
     env: dict[str, str] | None,
-    warm: list[str],
-    measured: list[str],
+    cases: list[tuple[list[str], list[str]]],
     wait_port: Any,
     cwd: Path,
-) -> float:
-    """Instructions the process started with ``args`` executes per request in ``measured``."""
+) -> list[float]:
+    """Instructions the process started with ``args`` executes per request, for each
+    ``(warm, measured)`` case in turn in the same process (one start-up under valgrind,
+    about half a minute, for all of them); 0.0 for a case where a request failed."""
     out = Path(tempfile.mkdtemp(prefix="jargate-callgrind-"))
     process = subprocess.Popen(
         ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *args],
@@ -65,20 +66,24 @@ def per_request(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    counts = []
     try:
         wait_port(port, within=300)
         base = f"http://127.0.0.1:{port}"
-        asyncio.run(_play(base, warm))
-        control = ["callgrind_control", "-z", str(process.pid)]
-        subprocess.run(control, check=True, timeout=60, capture_output=True)
-        good = asyncio.run(_play(base, measured))
-        control[1] = "-d"
-        subprocess.run(control, check=True, timeout=60, capture_output=True)
-        time.sleep(0.5)
-        dumps = sorted(out.glob(f"cg.{process.pid}.*"))
-        if not dumps or good != len(measured):
-            return 0.0
-        return int(_TOTALS.findall(dumps[-1].read_text())[-1]) / len(measured)
+        for warm, measured in cases:
+            asyncio.run(_play(base, warm))
+            control = ["callgrind_control", "-z", str(process.pid)]
+            subprocess.run(control, check=True, timeout=60, capture_output=True)
+            good = asyncio.run(_play(base, measured))
+            control[1] = "-d"
+            subprocess.run(control, check=True, timeout=60, capture_output=True)
+            time.sleep(0.5)
+            dumps = sorted(out.glob(f"cg.{process.pid}.*"), key=lambda dump: dump.stat().st_mtime)
+            if not dumps or good != len(measured):
+                counts.append(0.0)
+                continue
+            counts.append(int(_TOTALS.findall(dumps[-1].read_text())[-1]) / len(measured))
+        return counts
     finally:
         process.kill()
         process.wait()

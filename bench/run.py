@@ -325,43 +325,47 @@ def count_instructions(
     count, warm = INSTRUCTION_REQUESTS, 150
     plain = [item["path"] for item in plain_items("someone", count + warm)]
     gateway_jar, baseline_jar = jar_items("bench", tokens[: count + warm])
-    cases = [
+    baseline_jar_paths = [item["path"] for item in baseline_jar]
+    cases: list[tuple[str, str, list[str], list[str] | None]] = [
         ("a", "pass-through of a non-OAuth page", ["/page"] * (count + warm), None),
         ("f", "plain request, unregistered client", plain, None),
         (
             "b",
             "JAR by value, ES256",
             [item["path"] for item in gateway_jar],
-            [item["path"] for item in baseline_jar],
+            baseline_jar_paths,
         ),
     ]
-    rows = []
-    for key, title, ours, given in cases:
-        theirs = given or ours
+    port = free_port()
 
-        def measure(args: list[str], port: int, paths: list[str], env: Any = None) -> float:
-            return instructions.per_request(
-                args, port, env, paths[:warm], paths[warm:], wait_port, ROOT
-            )
-
-        port = free_port()
-        row = {
-            "key": key,
-            "title": title,
-            "baseline": measure(
-                [sys.executable, "bench/baseline.py", "--port", str(port), "--upstream", upstream],
-                port,
-                theirs,
-            ),
-        }
-        if key == "b":
-            port = free_port()
-            row["floor"] = measure(
-                floor_command(port, upstream_port, redis_port, issuer, public_file), port, theirs
-            )
-        row["jargate"] = measure(
-            [sys.executable, "-m", "proxy", "serve"], gateway_port, ours, gateway_env
+    def measure(args: list[str], port: int, lists: list[list[str]], env: Any = None) -> list[float]:
+        return instructions.per_request(
+            args, port, env, [(paths[:warm], paths[warm:]) for paths in lists], wait_port, ROOT
         )
+
+    baseline = measure(
+        [sys.executable, "bench/baseline.py", "--port", str(port), "--upstream", upstream],
+        port,
+        [given or ours for _, _, ours, given in cases],
+    )
+    port = free_port()
+    floor = measure(
+        floor_command(port, upstream_port, redis_port, issuer, public_file),
+        port,
+        [baseline_jar_paths],
+    )
+    ours_counts = measure(
+        [sys.executable, "-m", "proxy", "serve"],
+        gateway_port,
+        [ours for _, _, ours, _ in cases],
+        gateway_env,
+    )
+    rows = []
+    for (key, title, _, _), theirs, jargate in zip(cases, baseline, ours_counts, strict=True):
+        row: dict[str, Any] = {"key": key, "title": title, "baseline": theirs}
+        if key == "b":
+            row["floor"] = floor[0]
+        row["jargate"] = jargate
         print(f"instructions per request ({key}): {row}", flush=True)
         rows.append(row)
     return rows
