@@ -23,7 +23,9 @@ values = st.recursive(
 names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(
     lambda name: (
         name not in logging.makeLogRecord({}).__dict__
-        and name not in {"message", "asctime", "ts", "level", "logger", "request_id"}
+        # the line's own fields: an extra of the same name is not written
+        and name
+        not in {"message", "asctime", "ts", "level", "logger", "request_id", "exc", "exc_type"}
     )
 )
 
