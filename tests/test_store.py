@@ -6,6 +6,7 @@ import asyncio
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,93 @@ async def test_redis_keys_are_namespaced(clean_redis: str) -> None:
     assert keys == ["jargate:flow:abc", "jargate:jti:x"]
     assert 0 < client.pttl("jargate:flow:abc") <= 30000
     client.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of the test's own: its connections are only the test's."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def _our_connections(client: redis.Redis) -> int:
+    """Clients connected to this Redis other than ``client`` itself."""
+    return len(client.client_list()) - 1
+
+
+async def test_redis_connections_are_kept_and_replies_never_cross(own_redis: RedisServer) -> None:
+    """Commands go out on connections the store keeps: sequential operations use one
+    connection, and every reply reaches the command that asked for it (200 concurrent
+    takes of 200 distinct values)."""
+    store = RedisStore.from_url(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        for index in range(50):
+            await store.put(f"seq:{index}", str(index), 30)
+            assert await store.take(f"seq:{index}") == str(index)
+        assert _our_connections(client) == 1
+        await asyncio.gather(*(store.put(f"c:{i}", f"value-{i}", 30) for i in range(200)))
+        taken = await asyncio.gather(*(store.take(f"c:{i}") for i in range(200)))
+        assert taken == [f"value-{i}" for i in range(200)]
+        assert 1 <= _our_connections(client) <= 100  # redis-py's default max_connections
+    finally:
+        await store.close()
+        client.close()
+
+
+async def test_redis_commands_beyond_max_connections_wait_for_one(own_redis: RedisServer) -> None:
+    """More concurrent commands than ``max_connections`` wait for a connection to come
+    back (they used to fail with 503): 300 claims on 4 connections all answer right."""
+    store = RedisStore.from_url(own_redis.url + "?max_connections=4")
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        first = await asyncio.gather(*(store.claim_once(f"jti:w{i}", 30) for i in range(300)))
+        again = await asyncio.gather(*(store.claim_once(f"jti:w{i}", 30) for i in range(0, 300, 3)))
+        assert all(first)
+        assert not any(again)
+        assert _our_connections(client) <= 4
+    finally:
+        await store.close()
+        client.close()
+
+
+async def test_redis_connection_closed_while_idle_is_replaced(own_redis: RedisServer) -> None:
+    """The server drops the store's idle connection (a restart, an idle timeout, CLIENT
+    KILL): the next command is sent again once on a new connection and succeeds."""
+    store = RedisStore.from_url(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        assert await store.claim_once("jti:before-kill", 30)
+        killed = client.client_kill_filter(_type="normal", skipme=True)
+        assert killed == 1
+        assert await store.claim_once("jti:after-kill", 30)
+        assert not await store.claim_once("jti:before-kill", 30)
+    finally:
+        await store.close()
+        client.close()
+
+
+async def test_redis_error_reply_fails_closed_and_drops_the_connection(
+    own_redis: RedisServer,
+) -> None:
+    """An error reply (here WRONGTYPE: the key holds a list) is StoreUnavailable; the
+    connection it came on is closed, and the next commands read their own replies."""
+    store = RedisStore.from_url(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        await store.put("flow:ok", "v", 30)
+        before = {entry["id"] for entry in client.client_list()}
+        client.lpush("jargate:flow:list", "x")
+        with pytest.raises(StoreUnavailable):
+            await store.take("flow:list")
+        assert await store.peek("flow:ok") == "v"
+        after = {entry["id"] for entry in client.client_list()}
+        assert len(before - after) == 1, "the connection that saw the error is closed"
+        assert await store.take("flow:ok") == "v"
+    finally:
+        await store.close()
+        client.close()
 
 
 @pytest.mark.slow
