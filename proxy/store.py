@@ -284,7 +284,8 @@ class RedisStore:
         """Build from ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
         ``redis+cluster://`` (``rediss+…`` for TLS).
 
-        Sentinel: ``redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]``.
+        Sentinel: ``redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]``
+        (``?sentinel_password=``, ``?max_connections=``).
         Cluster: ``redis+cluster://[:password@]host:port`` (any one node; the rest is
         discovered).
         """
@@ -366,6 +367,7 @@ def _sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aio
     db = int(segments[1]) if len(segments) > 1 else 0
     query = parse_qs(parts.query)
     sentinel_password = query.get("sentinel_password", [None])[0]
+    max_connections = int(query["max_connections"][0]) if "max_connections" in query else None
     # The master's commands are bounded by RedisStore's deadline; the Sentinels' own
     # queries (only when a connection is made) by their socket timeout.
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -382,6 +384,7 @@ def _sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aio
         ssl=tls,
         socket_timeout=None,
         socket_connect_timeout=timeout,
+        max_connections=max_connections,
     )
     return sentinel, master
 

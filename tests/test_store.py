@@ -261,7 +261,8 @@ async def test_unreachable_redis_fails_fast() -> None:
 
 @pytest.mark.slow
 async def test_sentinel_url(tmp_path: Path) -> None:
-    """redis+sentinel://host:port/service finds the master through a real Sentinel."""
+    """redis+sentinel://host:port/service finds the master through a real Sentinel, and
+    opens at most ``?max_connections=`` connections to it."""
     master = RedisServer().start()
     sentinel_port = free_port()
     config = tmp_path / "sentinel.conf"
@@ -276,12 +277,22 @@ async def test_sentinel_url(tmp_path: Path) -> None:
     )
     try:
         RedisServer(port=sentinel_port).wait_ready()
-        store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/jargate")
+        store = RedisStore.from_url(
+            f"redis+sentinel://127.0.0.1:{sentinel_port}/jargate?max_connections=2"
+        )
+        client = master.client()
         try:
-            await store.put("through-sentinel", "v", 30)
+            await asyncio.gather(*(store.put(f"through-sentinel-{i}", "v", 30) for i in range(20)))
+            ours = [
+                entry
+                for entry in client.client_list()
+                if not entry.get("name", "").startswith("sentinel")
+            ]
+            assert len(ours) - 1 <= 2, "max_connections from the Sentinel URL holds"
         finally:
             await store.close()
-        assert master.client().get("jargate:through-sentinel") == b"v"
+        assert client.get("jargate:through-sentinel-19") == b"v"
+        client.close()
     finally:
         sentinel.terminate()
         sentinel.wait(timeout=10)
