@@ -13,7 +13,9 @@ built on aiohttp, joserfc and redis-py on this machine:
 
 Redis commands go out on redis-py's connections directly (the floor keeps the ones it
 used), as jargate's store does: through the client's ``execute_command`` a command costs
-about three times the CPU.
+about three times the CPU. Its GETs to the upstream go out on jargate's own kept-alive
+connections (``proxy/keepalive.py``), not through aiohttp's session (about 60 µs of CPU
+less a request).
 
 Nothing else: no claim checks, no flows, no policies, no header hygiene, no logs, no
 metrics, no timeouts (redis-py's default 5 s socket timeout costs a task and a timer a
@@ -36,9 +38,13 @@ import aiohttp
 import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
-from baseline import relay, serve
+from baseline import HOP, relay, serve
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jws import JWSRegistry
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.keepalive import KeptConnections
 
 URN = "urn:ietf:params:oauth:request_uri:"
 
@@ -69,6 +75,22 @@ def main() -> None:
     pool = aioredis.Redis.from_url(args.redis, socket_timeout=None).connection_pool
     idle: list[Any] = []
     holder: dict[str, aiohttp.ClientSession] = {}
+    kept = KeptConnections(URL(args.upstream), None, None)
+
+    async def relay_get(
+        request: web.Request, target: str | None
+    ) -> tuple[web.Response, str | None]:
+        """``relay`` for a GET without a body, on a kept connection."""
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP)
+        answer = await kept.request("GET", target or request.raw_path, headers)
+        try:
+            content = await answer.content.read()
+        finally:
+            answer.release()
+        out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP | {"content-length"}}
+        return web.Response(status=answer.status, body=content, headers=out), answer.headers.get(
+            "Location"
+        )
 
     async def command(*words: str | int) -> Any:
         connection = idle.pop() if idle else await pool.get_connection()
@@ -118,7 +140,10 @@ def main() -> None:
             params = {**json.loads(pushed), "client_id": query["client_id"]}
             wants_jarm = params.pop("response_mode", None) == "jwt"
             target = "/authorize?" + urlencode(params)
-        response, location = await relay(holder["session"], args.upstream, request, target)
+        if request.method == "GET" and not request.body_exists:
+            response, location = await relay_get(request, target)
+        else:
+            response, location = await relay(holder["session"], args.upstream, request, target)
         if wants_jarm and location:
             return web.Response(
                 status=302, headers={"Location": jarm(location, query["client_id"])}

@@ -104,8 +104,10 @@ def create_app(
 
     async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         async with Upstream.create_session(settings) as session:
-            app[appkeys.UPSTREAM] = Upstream(session, settings)
+            upstream = app[appkeys.UPSTREAM] = Upstream(session, settings)
             yield
+            if upstream.kept is not None:
+                upstream.kept.close()
 
     async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(

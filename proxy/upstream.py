@@ -6,7 +6,9 @@ the method, the raw request target (query string byte for byte), the body stream
 §7.6.1) and ``X-Forwarded-*`` set, believing incoming ones only from
 ``JARGATE_TRUSTED_PROXIES`` (as uvicorn's ProxyHeadersMiddleware does). The answer
 comes back as it left the upstream: status, every header (each ``Set-Cookie``), no
-redirect followed, no decompression, the body streamed.
+redirect followed, no decompression, the body streamed. GET and HEAD without a body to an
+``http://`` upstream go out on kept-alive connections (:mod:`proxy.keepalive`), the rest
+through one pooled aiohttp session.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import asyncio
 import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .errors import UpstreamTimeout, UpstreamUnavailable
+from .keepalive import METHODS as KEPT_METHODS
+from .keepalive import KeptConnections
 from .settings import Network, Settings
 
 #: RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies still see.
@@ -142,8 +148,25 @@ def _not_invented(headers: CIMultiDict[str], method: str, body: bool) -> list[st
     return missing or None
 
 
+class UpstreamAnswer(Protocol):
+    """What the gateway reads of an upstream answer: an :class:`aiohttp.ClientResponse`,
+    or a :class:`proxy.keepalive.Answer` (the body is aiohttp's stream either way)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content(self) -> aiohttp.StreamReader: ...
+    @property
+    def content_length(self) -> int | None: ...
+    def release(self) -> object: ...
+
+
 class Upstream:
-    """One pooled client session to the upstream, and the relay of its answers."""
+    """The connections to the upstream, and the relay of its answers."""
 
     def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
         self.session = session
@@ -154,6 +177,20 @@ class Upstream:
             connect=settings.upstream_connect_timeout_seconds,
             sock_read=settings.upstream_read_timeout_seconds,
         )
+        base = URL(self.base)
+        #: GET and HEAD without a body: kept-alive connections, for a plain http:// upstream
+        #: (no credentials in the URL, which aiohttp would turn into Basic authentication).
+        self.kept = (
+            KeptConnections(
+                base,
+                settings.upstream_connect_timeout_seconds,
+                settings.upstream_read_timeout_seconds,
+            )
+            if base.scheme == "http" and not base.raw_user
+            else None
+        )
+        #: The upstream URL's own path (no trailing slash), before every request target.
+        self.prefix = base.raw_path.rstrip("/")
 
     @staticmethod
     def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -180,7 +217,7 @@ class Upstream:
         request_id: str | None = None,
         credentials: bool = True,
         read_body: bytes | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamAnswer:
         """Send ``request`` upstream (optionally to another target or method) and
         return the response with its body not yet read. The caller releases it.
         ``credentials=False`` leaves the client's Authorization and cookies behind (for
@@ -200,10 +237,13 @@ class Upstream:
             if not with_body:
                 headers.popall("Content-Type", None)
         method = method or request.method
+        target = raw_target if raw_target is not None else request.raw_path
         try:
+            if body is None and self.kept is not None and method in KEPT_METHODS:
+                return await self.kept.request(method, self.prefix + target, headers)
             return await self.session.request(
                 method,
-                self.url_for(raw_target if raw_target is not None else request.raw_path),
+                self.url_for(target),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
@@ -213,13 +253,13 @@ class Upstream:
             )
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
             raise UpstreamUnavailable() from exc
 
     async def relay(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamAnswer,
         extra_headers: Iterable[tuple[str, str]] = (),
     ) -> web.StreamResponse:
         """Stream the upstream's answer to the client unchanged.

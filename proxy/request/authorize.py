@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from proxy import appkeys
@@ -46,6 +45,7 @@ from proxy.query import encode_query
 from proxy.request.pushed import Pushed, pushed_key, take_pushed
 from proxy.response.complete import relay_or_complete
 from proxy.response.deliver import Destination, deliver_error, returns_tokens
+from proxy.upstream import UpstreamAnswer
 
 from .obtain import (
     check_request_object_size,
@@ -351,7 +351,7 @@ async def reenter(
     return await relay_or_complete(request, await _open_upstream(request))
 
 
-async def _open_upstream(request: web.Request) -> aiohttp.ClientResponse:
+async def _open_upstream(request: web.Request) -> UpstreamAnswer:
     """The request as it came, its body too: a POSTed one was read for its parameters
     (aiohttp keeps what it read), so that copy goes upstream."""
     read_body = await request.read() if request.method == "POST" and request.body_exists else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-import aiohttp
 from aiohttp import web
 
 from proxy import appkeys
@@ -28,7 +27,7 @@ from proxy.flows import (
     store_pending,
     take_flow,
 )
-from proxy.upstream import end_to_end
+from proxy.upstream import UpstreamAnswer, end_to_end
 
 from .deliver import Destination, deliver
 
@@ -84,7 +83,7 @@ def response_params(
 
 
 async def complete_flow(
-    request: web.Request, upstream: aiohttp.ClientResponse, pending: PendingFlow | None = None
+    request: web.Request, upstream: UpstreamAnswer, pending: PendingFlow | None = None
 ) -> web.StreamResponse | None:
     """The gateway's answer when ``upstream`` completes a flow; None when it does not.
     ``pending``: the flow this very request forwarded, not stored (nothing to take)."""
@@ -132,7 +131,7 @@ def destination_of(flow: Flow) -> Destination:
 
 
 async def relay_or_complete(
-    request: web.Request, upstream: aiohttp.ClientResponse, pending: PendingFlow | None = None
+    request: web.Request, upstream: UpstreamAnswer, pending: PendingFlow | None = None
 ) -> web.StreamResponse:
     """Complete the flow this response finishes, or relay the response unchanged; a
     ``pending`` flow this response does not finish is stored first (the browser is sent
