@@ -16,6 +16,10 @@ close it, for at most :data:`KEEPALIVE_SECONDS` of idleness (aiohttp's own defau
 A kept connection that the upstream closed meanwhile is retried once on a new one, as
 aiohttp does for idempotent requests (RFC 9112 §9.3.1). Requests with a body, other
 methods and ``https://`` upstreams go through the session.
+
+``ResponseHandler.set_response_params`` and ``http_writer._serialize_headers`` are
+aiohttp's internals: pyproject.toml pins aiohttp to its 3.14 series, and
+tests/test_keepalive.py fails loudly if a release changes them.
 """
 
 from __future__ import annotations
