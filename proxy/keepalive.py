@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from aiohttp import ClientOSError, ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
@@ -82,8 +83,9 @@ class KeptConnections:
         self._netloc = base.raw_authority
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        #: Idle connections and when each went idle, the most recent last.
-        self._idle: list[tuple[ResponseHandler, float]] = []
+        #: Idle connections and when each went idle, the most recent last: the most recent
+        #: is used first, the oldest are closed once expired.
+        self._idle: deque[tuple[ResponseHandler, float]] = deque()
 
     async def request(self, method: str, target: str, headers: CIMultiDict[str]) -> Answer:
         """Send ``method target`` with exactly ``headers`` (``Host`` added when missing) and
@@ -138,11 +140,16 @@ class KeptConnections:
         return protocol, False
 
     def give_back(self, protocol: ResponseHandler) -> None:
-        """Keep ``protocol`` for the next request, or close it."""
+        """Keep ``protocol`` for the next request, or close it; close the oldest idle
+        connections that expired meanwhile (the most recent are used first, so under a
+        steady light load the others would otherwise stay open)."""
+        now = time.monotonic()
         if protocol.should_close or not protocol.is_connected():
             protocol.close()
         else:
-            self._idle.append((protocol, time.monotonic()))
+            self._idle.append((protocol, now))
+        while self._idle and now - self._idle[0][1] >= KEEPALIVE_SECONDS:
+            self._idle.popleft()[0].close()
 
     def close(self) -> None:
         """Close every idle connection (at shutdown)."""

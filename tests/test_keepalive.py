@@ -34,8 +34,12 @@ class RawUpstream:
     """A scripted HTTP/1.1 upstream: ``script(connection, request)`` gives the answer."""
 
     script: Script
+    #: Seconds before each answer (to make concurrent requests overlap).
+    delay: float = 0.0
     heads: list[bytes] = field(default_factory=list)
     connections: int = 0
+    #: Connections still open on the upstream's side.
+    open: int = 0
     server: asyncio.Server | None = None
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
@@ -47,12 +51,14 @@ class RawUpstream:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number = self.connections
         self.connections += 1
+        self.open += 1
         self.writers.append(writer)
         try:
             for index in range(100):
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
                 answer, close = self.script(number, index)
+                await asyncio.sleep(self.delay)
                 writer.write(answer)
                 await writer.drain()
                 if close:
@@ -60,6 +66,7 @@ class RawUpstream:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
 
@@ -181,6 +188,29 @@ async def test_idle_connections_expire(
     await asyncio.sleep(0.2)
     assert 200 == (await client.get("/page")).status
     assert 2 == upstream.connections
+
+
+async def test_idle_connections_left_unused_are_closed_once_expired(
+    aiohttp_client: AiohttpClient,
+    raw_upstream: Callable[[Script], RawUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three requests at once leave three kept connections; a light load afterwards uses
+    only the most recent one, and the other two are closed once they expired."""
+    monkeypatch.setattr(keepalive, "KEEPALIVE_SECONDS", 0.3)
+    upstream = raw_upstream(lambda connection, request: (OK, False))
+    upstream.delay = 0.05
+    client = await through_gateway(aiohttp_client, upstream)
+    answers = await asyncio.gather(*(client.get("/page") for _ in range(3)))
+    assert [200, 200, 200] == [answer.status for answer in answers]
+    assert 3 == upstream.open
+    upstream.delay = 0.0
+    for _ in range(10):
+        assert 200 == (await client.get("/page")).status
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the upstream sees the closes
+    assert 1 == upstream.open
+    assert 3 == upstream.connections
 
 
 async def test_informational_answers_are_skipped_and_head_has_no_body(
