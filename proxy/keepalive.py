@@ -94,8 +94,11 @@ class KeptConnections:
         :class:`OSError` (unreachable, closed, reset), ``HttpProcessingError`` (malformed)."""
         if method not in METHODS:
             raise ValueError(f"{method} is not sent on kept connections")
+        if not target.startswith("/") or " " in target:
+            raise ValueError("a request target is a path and query without spaces")
         if "Host" not in headers:
             headers["Host"] = self._netloc
+        # aiohttp's serialiser refuses control characters (CR, LF, NUL...) anywhere.
         head = _serialize_headers(f"{method} {target} HTTP/1.1", headers)
         for attempt in (1, 2):
             protocol, kept = await self._connection()

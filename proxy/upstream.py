@@ -25,7 +25,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from .keepalive import METHODS as KEPT_METHODS
 from .keepalive import KeptConnections
 from .settings import Network, Settings
@@ -238,6 +238,10 @@ class Upstream:
                 headers.popall("Content-Type", None)
         method = method or request.method
         target = raw_target if raw_target is not None else request.raw_path
+        if not target.startswith("/"):
+            # An absolute-form target (RFC 9112 §3.2.2) is for forward proxies: a browser
+            # never sends one to a site, and its host would not be the upstream's.
+            raise InvalidRequest("the request target must be a path (origin-form)")
         try:
             if body is None and self.kept is not None and method in KEPT_METHODS:
                 return await self.kept.request(method, self.prefix + target, headers)

@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
+from yarl import URL
 
 from proxy import keepalive
 from proxy.app import create_app
+from proxy.keepalive import KeptConnections
 from proxy.keyring import Keyring
 from proxy.store import MemoryStore
 from tests.conftest import AiohttpClient
@@ -272,3 +275,50 @@ async def test_silent_upstream_is_504_within_the_read_timeout(
     assert asyncio.get_running_loop().time() - started < 4
     assert 200 == (await client.get("/page")).status
     assert 2 == upstream.connections
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/page HTTP/1.1\r\nX-Smuggled: 1", {}),
+        ("/page x", {}),
+        ("http://elsewhere/page", {}),
+        ("/page", {"X-Test": "a\r\nX-Smuggled: 1"}),
+        ("/page", {"X-Test": "a\x00b"}),
+    ],
+    ids=["CRLF in the target", "space in the target", "absolute target", "CRLF in a value", "NUL"],
+)
+async def test_nothing_that_could_split_the_request_is_sent(
+    raw_upstream: Callable[[Script], RawUpstream], target: str, headers: dict[str, str]
+) -> None:
+    """A target or header that could make the upstream read two requests, or another
+    host's, is refused before anything is written: the upstream sees no request."""
+    upstream = raw_upstream(lambda connection, request: (OK, False))
+    upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    kept = KeptConnections(URL(upstream.url), 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"target|control character"):
+        await kept.request("GET", target, CIMultiDict(headers))
+    await asyncio.sleep(0.05)
+    assert (0, []) == (upstream.connections, upstream.heads)
+    kept.close()
+
+
+async def test_absolute_form_target_is_refused(
+    aiohttp_client: AiohttpClient, raw_upstream: Callable[[Script], RawUpstream]
+) -> None:
+    """``GET http://elsewhere/page`` (a forward proxy's request form) is 400
+    `invalid_request` from the gateway itself; the upstream sees nothing."""
+    upstream = raw_upstream(lambda connection, request: (OK, False))
+    client = await through_gateway(aiohttp_client, upstream)
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"GET http://elsewhere.example/page HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Accept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b'"invalid_request"' in answer
+    assert b"Location:" not in answer
+    assert (0, []) == (upstream.connections, upstream.heads)
