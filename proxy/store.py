@@ -237,6 +237,11 @@ class _Connections:
     async def _drop(self, connection: AbstractConnection) -> None:
         self._open -= 1
         self._wake()
+        # Shielded: a second cancellation while closing must not leave the pool counting
+        # the connection as in use (it would refuse new ones once it counted too many).
+        await asyncio.shield(self._close(connection))
+
+    async def _close(self, connection: AbstractConnection) -> None:
         await connection.disconnect(nowait=True)
         await self._pool.release(connection)
 
