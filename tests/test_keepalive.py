@@ -178,6 +178,25 @@ async def test_connection_close_and_unread_bodies_are_not_kept(
     assert 3 == upstream.connections
 
 
+async def test_bodies_framed_by_chunks_or_by_the_close_arrive_whole(
+    aiohttp_client: AiohttpClient, raw_upstream: Callable[[Script], RawUpstream]
+) -> None:
+    """A chunked body arrives whole and its connection is kept; a body that ends with the
+    connection (no length, ``Connection: close``) arrives whole and its connection is not."""
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+    )
+    until_close = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello"
+    upstream = raw_upstream(
+        lambda connection, request: (chunked, False) if request == 0 else (until_close, True)
+    )
+    client = await through_gateway(aiohttp_client, upstream)
+    for _ in range(3):
+        response = await client.get("/page")
+        assert (200, "hello") == (response.status, await response.text())
+    assert 2 == upstream.connections  # chunked, then until-close on the kept one; then new
+
+
 async def test_idle_connections_expire(
     aiohttp_client: AiohttpClient,
     raw_upstream: Callable[[Script], RawUpstream],
