@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import heapq
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -180,63 +179,36 @@ class _Connections:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._limit: int = pool.max_connections
-        self._open = 0
         self._idle: list[AbstractConnection] = []
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: At most ``max_connections`` commands at once, so at most that many connections
+        #: open (one is made only when none is idle); the others wait for a slot.
+        self._slots = asyncio.Semaphore(pool.max_connections)
 
     async def call(self, *args: str | int) -> Any:
         """Send one command and return its reply (raises :class:`RedisError` or
         :class:`OSError`)."""
-        for attempt in (1, 2):
-            connection = await self._acquire()
-            try:
-                await connection.send_command(*args)
-                reply = await connection.read_response()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await self._drop(connection)
-                if attempt == 2:
+        async with self._slots:
+            for attempt in (1, 2):
+                if self._idle:
+                    connection = self._idle.pop()
+                else:
+                    connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    await connection.send_command(*args)
+                    reply = await connection.read_response()
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    await self._drop(connection)
+                    if attempt == 2:
+                        raise
+                    continue
+                except BaseException:
+                    await self._drop(connection)
                     raise
-                continue
-            except BaseException:
-                await self._drop(connection)
-                raise
-            self._idle.append(connection)
-            self._wake()
-            return reply
+                self._idle.append(connection)
+                return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _acquire(self) -> AbstractConnection:
-        while not self._idle and self._open >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:  # cancelled (the deadline): pass on a wake-up it got
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()
-                raise
-        if self._idle:
-            return self._idle.pop()
-        self._open += 1
-        try:
-            return await self._pool.get_connection()  # type: ignore[no-untyped-call, no-any-return]
-        except BaseException:
-            self._open -= 1
-            self._wake()
-            raise
-
-    def _wake(self) -> None:
-        """Let the first command still waiting look again (a connection came back)."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
     async def _drop(self, connection: AbstractConnection) -> None:
-        self._open -= 1
-        self._wake()
         # Shielded: a second cancellation while closing must not leave the pool counting
         # the connection as in use (it would refuse new ones once it counted too many).
         await asyncio.shield(self._close(connection))

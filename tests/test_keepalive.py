@@ -276,6 +276,7 @@ async def test_malformed_or_missing_answer_is_502_and_not_kept(
         refused.status,
         (await refused.json())["error"],
     )
+    assert "Location" not in refused.headers  # the gateway's own page, not a redirect
     response = await client.get("/page")
     assert (200, "hello") == (response.status, await response.text())
     assert 2 == upstream.connections
@@ -290,7 +291,8 @@ async def test_silent_upstream_is_504_within_the_read_timeout(
     client = await through_gateway(aiohttp_client, upstream)
     started = asyncio.get_running_loop().time()
     response = await client.get("/page")
-    assert 504 == response.status
+    assert (504, "temporarily_unavailable") == (response.status, (await response.json())["error"])
+    assert "Location" not in response.headers  # the gateway's own page, not a redirect
     assert asyncio.get_running_loop().time() - started < 4
     assert 200 == (await client.get("/page")).status
     assert 2 == upstream.connections
