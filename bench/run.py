@@ -931,8 +931,10 @@ def report(
             "Against the *floor* (`bench/floor.py`: the baseline plus only the work RFC 9101, "
             "RFC 9126 and JARM make unavoidable, done the cheapest way aiohttp, joserfc and "
             "redis-py allow, on uvloop, its Redis commands and upstream GETs on kept "
-            "connections as jargate's: a signature check and a once-only `jti` claim in Redis; "
-            "a PAR push kept in Redis and taken back; a JARM signature). The floor over the "
+            "connections as jargate's: a signature check, the claims RFC 9101 makes binding "
+            "(`exp`, `iss`, `aud`, the inner `client_id`, no nested `request`) and a "
+            "once-only `jti` claim in Redis, the object's parameters sent upstream as a plain "
+            "query; a PAR push kept in Redis and taken back; a JARM signature). The floor over the "
             "baseline (the median of the rounds' ratios) is the ceiling for any gateway on "
             "this stack and machine; jargate over the floor is what jargate's own checks, "
             "flows and hygiene cost on top.",

@@ -19,6 +19,7 @@ from .observability import (
     observing,
     readiness_handler,
 )
+from .query import prequote
 from .request.authorize import authorize
 from .request.obtain import create_fetch_session
 from .request.par import push
@@ -77,6 +78,8 @@ def create_app(
     keyring = load_keyring(settings, registry) if keyring is None else keyring
     check_keys_cover_clients(settings, registry, keyring)
     metrics = Metrics() if metrics is None else metrics
+    # ``iss`` in every response, a registered redirect URI in every forwarded query.
+    prequote([settings.issuer, *(uri for client in registry for uri in client.meta.redirect_uris)])
 
     app = web.Application(
         # Bodies the gateway reads itself (POSTed authorization requests); proxied

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.query import encode_query
+from proxy import query
+from proxy.app import create_app
+from proxy.query import encode_query, prequote
+from proxy.store import MemoryStore
+from tests.jar import client_registry
+from tests.support import make_settings
 
 text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)
 
@@ -30,3 +35,21 @@ def test_encode_query_examples() -> None:
     assert "state=jgf_Ab-9_~.&redirect_uri=https%3A%2F%2Frp.example%2Fcb%3Fx%3D1%26y" in (
         encode_query(pairs)
     )
+
+
+def test_prequoted_values_encode_as_urlencode() -> None:
+    prequote(["https://gw.example/tenant a?x=1"])
+    pairs = [("iss", "https://gw.example/tenant a?x=1"), ("login_hint", "a@b.example")]
+    assert encode_query(pairs) == urlencode(pairs)
+
+
+def test_the_gateway_prequotes_its_configuration_and_nothing_a_request_carries() -> None:
+    """The issuer and every registered redirect URI are quoted once, at start; values from
+    requests and responses (hints, codes, tokens) are quoted each time and never kept."""
+    settings = make_settings(issuer="https://gw.example/prequoted")
+    registry = client_registry()
+    create_app(settings, registry=registry, store=MemoryStore())
+    for value in [settings.issuer, *(u for c in registry for u in c.meta.redirect_uris)]:
+        assert query._PREQUOTED[value] == quote_plus(value)
+    assert encode_query([("login_hint", "someone@example.com")]).endswith("someone%40example.com")
+    assert "someone@example.com" not in query._PREQUOTED
