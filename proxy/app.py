@@ -13,7 +13,6 @@ from .keyring import Keyring, KeyringError
 from .metadata import DISCOVERY_PATHS, Metadata
 from .observability import (
     REQUEST_ID,
-    Handler,
     Metrics,
     healthz,
     observing,
@@ -24,9 +23,12 @@ from .request.authorize import authorize
 from .request.obtain import create_fetch_session
 from .request.par import push
 from .response.complete import relay_or_complete
+from .routing import Route, Router
 from .settings import Settings
 from .store import Store, build_store
-from .upstream import Upstream, canonical_path
+from .upstream import Upstream
+
+GET = frozenset({"GET"})
 
 
 def load_keyring(settings: Settings, registry: ClientRegistry) -> Keyring:
@@ -89,6 +91,9 @@ def create_app(
             "max_field_size": settings.max_header_bytes,
             "max_line_size": settings.max_header_bytes,
             "max_headers": settings.max_headers,
+            # Request bodies reach the upstream as the client encoded them; the gateway
+            # reads only identity-encoded ones itself.
+            "auto_decompress": False,
         },
     )
     app[appkeys.SETTINGS] = settings
@@ -135,31 +140,26 @@ def create_app(
 
     metadata = Metadata()
     app[appkeys.METADATA] = metadata
-    #: The gateway's own paths and the methods it answers there itself.
-    owned: dict[str, tuple[frozenset[str], Handler]] = {
-        settings.authorization_path: (frozenset({"GET", "POST"}), authorize),
-        settings.jwks_path: (frozenset({"GET"}), metadata.jwks),
-    }
-    for path in DISCOVERY_PATHS:
-        owned[path] = (frozenset({"GET"}), metadata.discovery)
-    owned[settings.par_path] = (frozenset({"POST", "GET", "PUT", "DELETE", "PATCH"}), push)
+    routes = [
+        ("/healthz", Route("/healthz", GET, healthz)),
+        ("/readyz", Route("/readyz", GET, readiness_handler(ping_store, upstream_reachable))),
+        (
+            settings.authorization_path,
+            Route(settings.authorization_path, frozenset({"GET", "POST"}), authorize, head=False),
+        ),
+        (settings.par_path, Route(settings.par_path, frozenset({"POST"}), push)),
+        (settings.jwks_path, Route(settings.jwks_path, GET, metadata.jwks)),
+        *((path, Route(path, GET, metadata.discovery)) for path in DISCOVERY_PATHS),
+    ]
     if settings.upstream_jwks_path is not None:
-        owned[settings.upstream_jwks_path] = (frozenset({"GET"}), metadata.merged_jwks)
+        path = settings.upstream_jwks_path
+        routes.append((path, Route(path, GET, metadata.merged_jwks)))
 
     async def pass_through(request: web.Request) -> web.StreamResponse:
-        # The gateway's own paths in another spelling (//authorize, /authorize/,
-        # /authorize;jsessionid=x) must not reach the upstream unchecked.
-        methods, handler = owned.get(canonical_path(request.path), (frozenset(), None))
-        if handler is not None and request.method in methods:
-            return await handler(request)
         upstream = await app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
         return await relay_or_complete(request, upstream)
 
+    router = Router(routes, pass_through)
     observed = observing(metrics, settings.trusted_proxies)
-    app.router.add_get("/healthz", observed(healthz), allow_head=True)
-    app.router.add_get("/readyz", observed(readiness_handler(ping_store, upstream_reachable)))
-    for path, (methods, handler) in owned.items():
-        for method in methods:
-            app.router.add_route(method, path, observed(handler))
-    app.router.add_route("*", "/{tail:.*}", observed(pass_through))
+    app.router.add_route("*", "/{tail:.*}", observed(router.dispatch))
     return app

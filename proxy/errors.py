@@ -5,6 +5,7 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
     GatewayError                      error                     status
     ├── InvalidRequest                invalid_request           400
     │   ├── PayloadTooLarge                                     413
+    │   ├── MethodNotAllowed                                    405
     │   └── PolicyRefusal             (report mode lets it pass)
     ├── InvalidRequestObject          invalid_request_object    400
     │   └── ReplayedObject
@@ -57,6 +58,16 @@ class PayloadTooLarge(InvalidRequest):
     """A body larger than the gateway reads (``JARGATE_MAX_BODY_BYTES``)."""
 
     status = 413
+
+
+class MethodNotAllowed(InvalidRequest):
+    """A method the gateway does not answer on one of its own paths (never forwarded)."""
+
+    status = 405
+
+    def __init__(self, description: str, *, allow: str) -> None:
+        super().__init__(description)
+        self.allow = allow
 
 
 class PolicyRefusal(InvalidRequest):
@@ -180,6 +191,8 @@ def error_page(
     scheme = request.headers.get("Authorization", "").strip().split(None, 1)
     if isinstance(err, InvalidClient) and scheme and scheme[0].lower() == "basic":
         headers["WWW-Authenticate"] = 'Basic realm="jargate", charset="UTF-8"'
+    if isinstance(err, MethodNotAllowed):
+        headers["Allow"] = err.allow
     if not json_only and wants_html(request):
         headers["Content-Security-Policy"] = "default-src 'none'"
         body = _PAGE.format(error=html.escape(err.error), description=html.escape(err.description))

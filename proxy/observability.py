@@ -17,7 +17,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from functools import lru_cache, partial
+from functools import partial
 from itertools import accumulate
 from math import isfinite
 from typing import Any
@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import generate_latest
 
 from .errors import GatewayError, ServerError, StoreUnavailable, TemporarilyUnavailable, error_page
+from .routing import PASS_THROUGH, ROUTE, Handler
 from .settings import Network
 from .upstream import is_trusted
 
@@ -219,20 +220,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def _route_label(request: web.Request) -> str:
-    return _label_of(getattr(request.match_info.route, "resource", None))
-
-
-@lru_cache(maxsize=256)
-def _label_of(resource: object) -> str:
-    """The gateway's own paths by name; everything proxied (and unmatched) as ``proxy``."""
-    canonical = getattr(resource, "canonical", None)
-    if canonical is None or "{" in canonical:
-        return "proxy"
-    return str(canonical)
+    """The gateway's own paths by name; everything proxied (and unrouted) as ``proxy``."""
+    label: str = request.get(ROUTE, PASS_THROUGH)
+    return label
 
 
 def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handler], Handler]:

@@ -44,46 +44,44 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: Forwarding headers replaced unless the peer is a trusted proxy.
+#: Headers that tell a server where a request came from, or which scheme, host or prefix it
+#: was sent to (beyond every ``X-Forwarded-*``): believed only from trusted proxies. Rack,
+#: Werkzeug, Spring and IIS/ARR each read some of them.
 _FORWARDING = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "x-originating-ip",
+        "x-original-forwarded-for",
+        "x-original-host",
+        "x-host",
+        "x-url-scheme",
+        "x-scheme",
+        "front-end-https",
+    }
 )
-#: Request headers never sent upstream as they came (from a trusted proxy / anyone else).
-_REPLACED = ("expect", "x-forwarded-for")
-_REPLACED_UNTRUSTED = tuple(_FORWARDING | {"expect"})
+#: Headers that make a server route to another path or method than the request line names
+#: (Symfony, IIS, Express method-override; CVE-2018-14773): the gateway routes by the
+#: request line, so the upstream must too. Never forwarded, not even from trusted proxies.
+_OVERRIDES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
 #: aiohttp's client adds these on its own; never when the client did not send them.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
 #: Methods aiohttp never gives a default Content-Type when they carry no body (for others,
 #: POST, PUT, PATCH, it may).
 _BODYLESS = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
-
-
-def canonical_path(path: str) -> str:
-    """The path as a lenient upstream server may read it: ``;`` path parameters dropped
-    (servlet containers strip them), empty and ``.`` segments removed, ``..`` resolved,
-    no trailing slash. Used to recognise the gateway's own paths in any spelling (every
-    proxied request asks: answers for short paths are cached, a bounded number of them)."""
-    return _canonical_cached(path) if len(path) <= 256 else _canonical(path)
-
-
-@lru_cache(maxsize=1024)
-def _canonical_cached(path: str) -> str:
-    return _canonical(path)
-
-
-def _canonical(path: str) -> str:
-    segments: list[str] = []
-    for raw in path.split("/"):
-        segment = raw.split(";", 1)[0]
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    return "/" + "/".join(segments)
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -112,17 +110,61 @@ def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
     return any(address in network for network in trusted)
 
 
+def client_address(request: web.BaseRequest, trusted: tuple[Network, ...]) -> str:
+    """The address the request came from: the direct peer, or behind trusted proxies the
+    nearest address in ``X-Forwarded-For`` that is not one of them ("" when unknown)."""
+    address = request.remote or ""
+    if not is_trusted(address, trusted):
+        return address
+    chain = [
+        hop.strip()
+        for value in request.headers.getall("X-Forwarded-For", ())
+        for hop in value.split(",")
+    ]
+    for hop in reversed(chain):
+        if hop and not is_trusted(hop, trusted):
+            return hop
+    return address
+
+
+def address_group(address: str) -> str:
+    """The unit a budget counts by: an IPv4 address, or the /64 an IPv6 address is in (one
+    subscriber's share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+def _is_forwarding(name: str) -> bool:
+    return name.startswith("x-forwarded") or name in _FORWARDING
+
+
+@lru_cache(maxsize=512)
+def _dropped(name: str, peer_trusted: bool) -> bool:
+    """Whether a request header named ``name`` stays behind. CGI-style servers read
+    ``X_Forwarded_For`` as ``X-Forwarded-For``: a spelling with underscores of a forwarding
+    or override header never passes, since the gateway's own header would disagree with it."""
+    lowered = name.lower()
+    normal = lowered.replace("_", "-")
+    if normal in _OVERRIDES or normal in ("expect", "x-forwarded-for"):
+        return True  # 100-continue was answered by aiohttp; X-Forwarded-For is rebuilt
+    if _is_forwarding(normal):
+        return "_" in lowered or not peer_trusted
+    return False
+
+
 def forwarded_request_headers(
     request: web.BaseRequest, trusted: tuple[Network, ...], request_id: str | None = None
 ) -> CIMultiDict[str]:
     """The headers to send upstream for ``request``."""
     headers = end_to_end(request.headers)
     peer_trusted = is_trusted(request.remote, trusted)
-    # aiohttp already answered 100-continue to the client; X-Forwarded-For is rebuilt
-    # below; the other forwarding headers are believed from trusted proxies only.
-    for name in _REPLACED if peer_trusted else _REPLACED_UNTRUSTED:
-        if name in headers:
-            del headers[name]
+    for name in [name for name in headers if _dropped(name, peer_trusted)]:
+        headers.popall(name, None)
     prior = request.headers.getall("X-Forwarded-For", ()) if peer_trusted else ()
     chain = [p.strip() for item in prior for p in item.split(",") if p.strip()]
     if request.remote:

@@ -796,27 +796,6 @@ async def test_plain_request_with_unregistered_redirect_gets_page(jar: Jar, lega
     await assert_refused(response, legacy, "invalid_request")
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "//authorize",
-        "/authorize/",
-        "/authorize;jsessionid=1",
-        "/./authorize",
-        "/x/../authorize",
-        "/" + "x/" * 200 + "../" * 200 + "authorize",  # longer than the cached spellings
-    ],
-)
-async def test_other_spellings_of_the_authorization_path_are_guarded(
-    jar: Jar, legacy: Legacy, path: str
-) -> None:
-    """The authorization endpoint cannot be reached unchecked through another spelling."""
-    client = await jar()
-    url = raw_url(client, f"{path}?client_id=strict&response_type=code")
-    response = await client.session.get(url, allow_redirects=False)
-    await assert_refused(response, legacy, "invalid_request")
-
-
 async def test_store_down_fails_closed(
     gateway: GatewayFactory, legacy: Legacy, jar_keyring: Keyring
 ) -> None:

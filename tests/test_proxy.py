@@ -221,6 +221,60 @@ async def test_forwarding_headers_from_trusted_proxy_are_kept(
     assert seen["X-Forwarded-Host"] == "login.example.com"
 
 
+#: Headers that make servers route elsewhere, or believe another origin, scheme or client.
+SPOOFED = {
+    "X-Original-URL": "/authorize",
+    "X-Rewrite-URL": "/authorize",
+    "X-HTTP-Method-Override": "GET",
+    "X-Forwarded-Prefix": "/evil",
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Scheme": "https",
+    "X-Forwarded-Server": "evil.example",
+    "X-Forwarded-Port": "443",
+    "X-Real-IP": "6.6.6.6",
+    "True-Client-IP": "6.6.6.6",
+    "X-Url-Scheme": "https",
+    "Front-End-Https": "on",
+    "X_Forwarded_For": "6.6.6.6",
+    "X_Forwarded_Host": "evil.example",
+    "X_Forwarded_Proto": "https",
+    "X_Original_URL": "/authorize",
+}
+
+
+async def test_override_and_forwarding_variants_from_untrusted_peers_are_dropped(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """Path and method overrides, every forwarding header variant and their underscore
+    spellings (which CGI-style servers read as the same names) never reach the upstream from
+    an untrusted peer."""
+    client = await gateway()
+    await client.post("/fwd", headers=SPOOFED, data=b"x")
+    seen = {name.lower().replace("_", "-") for name in legacy.recorder.requests[-1].headers}
+    assert set() == {name.lower().replace("_", "-") for name in SPOOFED} & seen - {
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    }
+    headers = legacy.recorder.requests[-1].headers
+    assert ("127.0.0.1", "http") == (headers["X-Forwarded-For"], headers["X-Forwarded-Proto"])
+    assert not [name for name in headers if "_" in name]
+
+
+async def test_trusted_proxies_keep_forwarding_headers_but_never_overrides(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """From a trusted proxy the forwarding headers are believed, but path and method
+    overrides and underscore spellings are dropped all the same."""
+    client = await gateway(trusted_proxies="127.0.0.0/8")
+    await client.get("/fwd", headers=SPOOFED)
+    headers = legacy.recorder.requests[-1].headers
+    assert ("/evil", "on") == (headers["X-Forwarded-Prefix"], headers["X-Forwarded-Ssl"])
+    for name in ("X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override"):
+        assert name not in headers
+    assert not [name for name in headers if "_" in name]
+
+
 async def test_head_and_no_content(gateway: GatewayFactory) -> None:
     """HEAD and 204 answers carry no body and keep their status."""
     client = await gateway()
@@ -411,7 +465,7 @@ async def test_every_route_is_observed(gateway: GatewayFactory, legacy: Legacy) 
         ("POST", "/par", "/par"),  # refused: not a form
         ("GET", "/plain", "proxy"),
         ("PUT", "/plain", "proxy"),
-        ("GET", "//authorize", "proxy"),  # another spelling: checked, then counted as proxied
+        ("GET", "//authorize", "/authorize"),  # another spelling: the authorization endpoint
     ]
     ids, refused = set(), []
     for method, path, _ in requests:

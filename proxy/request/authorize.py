@@ -129,8 +129,7 @@ def check_response_mode(destination: Destination, client: RegisteredClient) -> N
         and client.meta.authorization_encrypted_response_alg is None
     ):
         raise InvalidRequest(
-            "response_mode query.jwt cannot carry tokens unless the response is encrypted "
-            "(JARM §2.3.1)"
+            "response_mode query.jwt cannot carry tokens unless the response is encrypted"
         )
 
 
@@ -153,7 +152,7 @@ async def verified_request(
     settings = app[appkeys.SETTINGS]
     source = describe_source(params)
     if "request" in params and "request_uri" in params:
-        raise InvalidRequest("request and request_uri must not be used together (RFC 9101 §5)")
+        raise InvalidRequest("request and request_uri must not be used together")
     if source == "value":
         token = check_request_object_size(params["request"], settings.max_request_object_bytes)
     else:

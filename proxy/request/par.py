@@ -67,7 +67,7 @@ def _form(body: bytes, max_parameters: int) -> dict[str, str]:
         raise InvalidRequest(f"more than {max_parameters} parameters") from None
     for name, value in pairs:
         if name in form:
-            raise InvalidRequest(f"parameter {name!r} is repeated (RFC 6749 §3.1)")
+            raise InvalidRequest(f"parameter {name!r} is repeated")
         form[name] = value
     return form
 
@@ -100,7 +100,7 @@ def _presented_method(request: web.Request, form: dict[str, str]) -> str:
     if "client_secret" in form:
         presented.append("client_secret_post")
     if len(presented) > 1:
-        raise InvalidRequest("more than one client authentication method (RFC 6749 §2.3)")
+        raise InvalidRequest("more than one client authentication method")
     return presented[0] if presented else "none"
 
 
@@ -225,11 +225,6 @@ def _check_assertion_audience(aud: Any, accepted: frozenset[str], strict: bool) 
 
 async def push(request: web.Request) -> web.Response:
     """``POST`` a pushed authorization request; ``201 {request_uri, expires_in}``."""
-    if request.method != "POST":
-        response = error_page(request, InvalidRequest("use POST"), json_only=True)
-        response.set_status(405)
-        response.headers["Allow"] = "POST"
-        return response
     try:
         return await _push(request)
     except TemporarilyUnavailable:
@@ -261,7 +256,7 @@ async def _push(request: web.Request) -> web.Response:
     client = await authenticate_client(request, form)
     params = {k: v for k, v in form.items() if k not in AUTHENTICATION_PARAMETERS}
     if "request_uri" in params:
-        raise InvalidRequest("request_uri is not allowed at the PAR endpoint (RFC 9126 §2.1)")
+        raise InvalidRequest("request_uri is not allowed at the PAR endpoint")
     outer = {"client_id": client.client_id}
     if "request" in params:
         # RFC 9126 §3: with a request object, only it and the authentication count.

@@ -44,7 +44,7 @@ async def read_params(request: web.Request, max_parameters: int) -> dict[str, st
     params: dict[str, str] = {}
     for name, value in combined.items():
         if name in params:
-            raise InvalidRequest(f"parameter {name!r} is repeated (RFC 6749 §3.1)")
+            raise InvalidRequest(f"parameter {name!r} is repeated")
         params[name] = value
     return params
 

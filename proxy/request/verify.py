@@ -110,7 +110,7 @@ def decrypt_request_object(
     if enc not in ENCRYPTION_ENCS:
         raise InvalidRequestObject(f"JWE enc {enc!r} is not supported")
     if "zip" in header:
-        raise InvalidRequestObject("compressed (zip) request objects are refused (RFC 8725 §3.6)")
+        raise InvalidRequestObject("compressed (zip) request objects are refused")
     _refuse_unknown_critical(header)
     if meta.request_object_encryption_alg is not None and (
         alg != meta.request_object_encryption_alg or enc != meta.request_object_encryption_enc
@@ -131,9 +131,7 @@ def decrypt_request_object(
     except UnicodeDecodeError:
         raise InvalidRequestObject("the encrypted request object is not a signed JWT") from None
     if len(inner.split(".")) != 3:
-        raise InvalidRequestObject(
-            "an encrypted request object must contain a signed JWT (RFC 9101 §10.2)"
-        )
+        raise InvalidRequestObject("an encrypted request object must contain a signed JWT")
     return inner, True
 
 
@@ -302,7 +300,7 @@ def validate_claims(
         raise InvalidRequestObject(f"jti is longer than {MAX_JTI_BYTES} bytes")
     for name in ("request", "request_uri"):
         if name in claims:
-            raise InvalidRequestObject(f"a request object must not contain {name!r} (RFC 9101 §4)")
+            raise InvalidRequestObject(f"a request object must not contain {name!r}")
     inner_client = claims.get("client_id")
     if inner_client is not None and inner_client != outer.get("client_id"):
         raise InvalidRequestObject("client_id in the request object differs from the request's")
