@@ -22,7 +22,7 @@ from .query import prequote
 from .request.authorize import authorize
 from .request.obtain import create_fetch_session
 from .request.par import push
-from .response.complete import relay_or_complete
+from .response.complete import relay_or_complete, scans
 from .routing import Route, Router
 from .settings import Settings
 from .store import Store, build_store
@@ -156,7 +156,9 @@ def create_app(
         routes.append((path, Route(path, GET, metadata.merged_jwks)))
 
     async def pass_through(request: web.Request) -> web.StreamResponse:
-        upstream = await app[appkeys.UPSTREAM].open(request, request_id=REQUEST_ID.get())
+        upstream = await app[appkeys.UPSTREAM].open(
+            request, request_id=REQUEST_ID.get(), scanned=scans(request)
+        )
         return await relay_or_complete(request, upstream)
 
     router = Router(routes, pass_through)

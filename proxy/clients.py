@@ -17,7 +17,9 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -247,11 +249,38 @@ def import_client_jwks(document: Any, where: str) -> KeySet:
     return KeySet(keys)
 
 
+@lru_cache(maxsize=4096)
+def fold_identifier(value: str) -> str:
+    """``value`` as a lenient lookup would compare it: MySQL's default collations fold
+    case and accents and ignore trailing spaces; other stores fold Unicode compatibility
+    forms or trim. Control, format (zero-width) and space characters are dropped."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    kept = "".join(
+        char
+        for char in decomposed
+        if not unicodedata.combining(char) and unicodedata.category(char)[0] not in "CZ"
+    )
+    return unicodedata.normalize("NFKC", kept.casefold())
+
+
 class ClientRegistry:
     """Clients by ``client_id``; built once at start."""
 
     def __init__(self, clients: list[RegisteredClient]) -> None:
         self._clients = {c.client_id: c for c in clients}
+        self._places = frozenset(
+            (parts.scheme, parts.netloc.lower(), parts.path)
+            for client in clients
+            for parts in map(urlsplit, client.meta.redirect_uris)
+        )
+        self._folded: dict[str, RegisteredClient] = {}
+        for client in clients:
+            other = self._folded.setdefault(fold_identifier(client.client_id), client)
+            if other is not client:
+                raise RegistryError(
+                    f"clients {other.client_id!r} and {client.client_id!r} differ only in case, "
+                    "accents, spaces or Unicode form: a server that folds them would confuse them"
+                )
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -262,6 +291,16 @@ class ClientRegistry:
     def get(self, client_id: str) -> RegisteredClient | None:
         """The registered client, or None for a client the gateway does not know."""
         return self._clients.get(client_id)
+
+    @property
+    def redirect_places(self) -> frozenset[tuple[str, str, str]]:
+        """(scheme, host, path) of every registered redirect URI: an answer leading there
+        is a flow's response even on the issuer's own host."""
+        return self._places
+
+    def equivalent(self, client_id: str) -> RegisteredClient | None:
+        """The registered client an unknown ``client_id`` is another spelling of, if any."""
+        return self._folded.get(fold_identifier(client_id))
 
 
 def _describe(exc: ValidationError, client_id: str) -> str:

@@ -16,7 +16,8 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
     ├── InvalidClient                 invalid_client            401
     ├── ServerError                   server_error              500
     │   ├── JarmKeyMissing
-    │   └── UpstreamRedirectMismatch                            502
+    │   ├── UpstreamRedirectMismatch                            502
+    │   └── UpstreamUncheckable                                 502
     └── TemporarilyUnavailable        temporarily_unavailable   503
         ├── StoreUnavailable                                    503
         ├── UpstreamUnavailable                                 502
@@ -134,6 +135,14 @@ class UpstreamRedirectMismatch(ServerError):
 
     status = 502
     description = "the upstream redirected the flow to an unexpected URI"
+
+
+class UpstreamUncheckable(ServerError):
+    """An upstream page the gateway must check (it may carry a flow's response) and cannot:
+    a content coding it did not ask for, or a compressed page too large to read."""
+
+    status = 502
+    description = "the upstream's page could not be checked"
 
 
 class TemporarilyUnavailable(GatewayError):

@@ -9,18 +9,21 @@ server-side call with its redirect back to the client (a user already signed in)
 flow completes in the same request, from memory, and never reaches the store (one Redis
 round trip saved each way). When the upstream sends the browser elsewhere first (a login
 page), the flow is stored before that answer leaves, and the redirect that finally comes
-back takes it once. Handles carry a fixed prefix so that something that
-merely looks like one is recognised (and refused) rather than passed on.
+back takes it once. A stored flow is bound to the browser that started it
+(:mod:`proxy.binding`) and remembers a digest of each parameter it forwarded, so that a
+request the upstream sends back to the authorization endpoint can be checked against it.
+Handles carry a fixed prefix so that something that merely looks like one is recognised
+(and refused) rather than passed on.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
 
 from .store import Store, hashed_key
 
@@ -38,10 +41,11 @@ def looks_like_handle(value: str | None) -> bool:
     return value is not None and value.startswith(HANDLE_PREFIX)
 
 
-def params_digest(params: Iterable[tuple[str, str]]) -> str:
-    """A digest of authorization parameters, independent of their order."""
-    canonical = json.dumps(sorted(params), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def value_digest(value: str) -> str:
+    """A short digest of one parameter's value: what a stored flow keeps of it (never the
+    value: hints and claims stay out of the store)."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +63,11 @@ class Flow:
     source: str
     #: The PAR handle this flow came from, consumed when the flow completes.
     par_key: str | None = None
-    #: Digest of the parameters forwarded upstream (checks re-entries after a login); set
-    #: when the flow is stored, the only time it can be needed.
-    digest: str = ""
+    #: The parameters forwarded upstream, name -> :func:`value_digest` (checks requests the
+    #: upstream sends back); set when the flow is stored, the only time it can be needed.
+    forwarded: dict[str, str] = field(default_factory=dict)
+    #: The digest of the binding value of the browser that started it (:mod:`proxy.binding`).
+    browser: str = ""
 
     def to_json(self) -> str:
         """The stored form."""
@@ -70,14 +76,15 @@ class Flow:
 
     @classmethod
     def from_json(cls, text: str) -> Flow:
-        """Parse the stored form."""
-        return cls(**json.loads(text))
+        """Parse the stored form (fields of another version are left out)."""
+        stored: dict[str, Any] = json.loads(text)
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
 
 
-class Storable(Protocol):
-    """Something kept in the store as JSON."""
+class Bindable(Protocol):
+    """Something stored with a waiting flow, bound to the same browser."""
 
-    def to_json(self) -> str: ...
+    def bound_json(self, browser: str) -> str: ...
 
 
 @dataclass(slots=True)
@@ -91,15 +98,18 @@ class PendingFlow:
     target: str
     ttl: float
     #: Other ``(key, value, ttl)`` entries to store with the flow if it must wait; each
-    #: value serialised only then.
-    also: tuple[tuple[str, Storable, float], ...] = ()
+    #: value serialised only then, bound to the same browser.
+    also: tuple[tuple[str, Bindable, float], ...] = ()
 
 
-async def store_pending(store: Store, pending: PendingFlow) -> None:
-    """Store a flow that must wait for the browser to come back (one round trip)."""
-    flow = replace(pending.flow, digest=params_digest(pending.forwarded))
-    entries = [(flow_key(pending.handle), flow, pending.ttl), *pending.also]
-    await store.put_many([(key, value.to_json(), ttl) for key, value, ttl in entries])
+async def store_pending(store: Store, pending: PendingFlow, browser: str) -> None:
+    """Store a flow that must wait for ``browser`` (a binding digest) to come back, in one
+    round trip."""
+    forwarded = {name: value_digest(value) for name, value in pending.forwarded}
+    flow = replace(pending.flow, forwarded=forwarded, browser=browser)
+    entries = [(flow_key(pending.handle), flow.to_json(), pending.ttl)]
+    entries.extend((key, value.bound_json(browser), ttl) for key, value, ttl in pending.also)
+    await store.put_many(entries)
 
 
 def flow_key(handle: str) -> str:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
     request_uri_allow_http: bool = False
     request_uri_allow_private_networks: bool = False
+    # Beyond the contract: the SameSite attribute of the cookie that binds a flow to its
+    # browser (proxy/binding.py); "none" for upstreams that federate by cross-site POST.
+    flow_cookie_samesite: Literal["lax", "none"] = "lax"
     # Beyond the contract: bounds an operator may need to tune.
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
@@ -104,7 +107,9 @@ class Settings(BaseSettings):
     max_request_object_bytes: int = Field(default=65536, ge=4096, le=1024 * 1024)
     max_json_depth: int = Field(default=16, ge=4, le=64)
 
-    @field_validator("log_level", "enforcement", "log_format", mode="before")
+    @field_validator(
+        "log_level", "enforcement", "log_format", "flow_cookie_samesite", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -185,6 +190,11 @@ class Settings(BaseSettings):
             raise ValueError(f"these paths must differ: {paths}")
         if self.metrics_port == self.port:
             raise ValueError("JARGATE_METRICS_PORT must differ from JARGATE_PORT")
+        if self.flow_cookie_samesite == "none" and not self.issuer.startswith("https:"):
+            raise ValueError(
+                "JARGATE_FLOW_COOKIE_SAMESITE=none needs an https issuer (SameSite=None cookies "
+                "must be Secure)"
+            )
         if self.workers > 1 and self.redis_url is None:
             # Each worker's memory store would keep its own replay records and flows.
             raise ValueError("JARGATE_WORKERS > 1 needs JARGATE_REDIS_URL (a shared store)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Protocol
 
@@ -25,7 +25,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
+from .errors import (
+    InvalidRequest,
+    ServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamUncheckable,
+)
 from .keepalive import METHODS as KEPT_METHODS
 from .keepalive import KeptConnections
 from .settings import Network, Settings
@@ -82,6 +88,8 @@ _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
 #: POST, PUT, PATCH, it may).
 _BODYLESS = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
+#: Bytes kept from one chunk to the next when looking for something in a streamed body.
+_OVERLAP = 16
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -137,6 +145,19 @@ def address_group(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+#: Content codings the gateway can read when it must check an answer (zlib's).
+_READABLE_CODINGS = ("gzip", "deflate")
+
+
+def readable_codings(offered: list[str]) -> str:
+    """The browser's ``Accept-Encoding`` narrowed to what the gateway can read."""
+    tokens = {
+        item.split(";", 1)[0].strip().lower() for value in offered for item in value.split(",")
+    }
+    kept = [coding for coding in _READABLE_CODINGS if coding in tokens]
+    return ", ".join(kept) if kept else "identity"
 
 
 def _is_forwarding(name: str) -> bool:
@@ -259,13 +280,18 @@ class Upstream:
         request_id: str | None = None,
         credentials: bool = True,
         read_body: bytes | None = None,
+        scanned: bool = False,
     ) -> UpstreamAnswer:
         """Send ``request`` upstream (optionally to another target or method) and
         return the response with its body not yet read. The caller releases it.
         ``credentials=False`` leaves the client's Authorization and cookies behind (for
         requests the gateway makes on its own behalf). ``read_body``: the body, when the
-        gateway has already read it (a POSTed authorization request); else it streams."""
+        gateway has already read it (a POSTed authorization request); else it streams.
+        ``scanned``: the answer will be read to be checked, so only content codings the
+        gateway can read are asked for."""
         headers = forwarded_request_headers(request, self.trusted, request_id)
+        if scanned and "Accept-Encoding" in headers:
+            headers["Accept-Encoding"] = readable_codings(headers.getall("Accept-Encoding"))
         if not credentials:
             headers.popall("Authorization", None)
             headers.popall("Cookie", None)
@@ -307,20 +333,25 @@ class Upstream:
         request: web.BaseRequest,
         upstream: UpstreamAnswer,
         extra_headers: Iterable[tuple[str, str]] = (),
+        read: bytes | None = None,
+        cut: Callable[[bytes], bool] | None = None,
     ) -> web.StreamResponse:
-        """Stream the upstream's answer to the client unchanged.
+        """Stream the upstream's answer to the client unchanged, ``extra_headers`` added.
 
-        A body whose length is known and fits in one stream chunk is sent with its headers
-        in one write (it would be one chunk either way); anything else is streamed."""
+        ``read``: the body's start, already read (all of it unless ``cut`` is given: then
+        the rest follows, and the connection is cut where ``cut`` finds something in it,
+        overlapping chunk boundaries). A body whose length is known and fits in one stream
+        chunk is sent with its headers in one write; anything else is streamed."""
         headers = end_to_end(upstream.headers)
-        headers.update(extra_headers)
+        headers.extend(extra_headers)
+        bodyless = request.method == "HEAD" or upstream.status in (204, 304)
+        if read is not None and cut is None:
+            headers.popall("Content-Length", None)
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, body=read, headers=headers
+            )
         length = upstream.content_length
-        if (
-            length is not None
-            and length <= _CHUNK
-            and request.method != "HEAD"
-            and upstream.status not in (204, 304)
-        ):
+        if read is None and length is not None and length <= _CHUNK and not bodyless:
             try:
                 body = await upstream.content.readexactly(length)
             except TimeoutError as exc:
@@ -335,11 +366,17 @@ class Upstream:
             status=upstream.status, reason=upstream.reason, headers=headers
         )
         await response.prepare(request)
-        if request.method != "HEAD" and upstream.status not in (204, 304):
+        if not bodyless:
             try:
+                if read is not None:
+                    await response.write(read)
+                tail = read[-_OVERLAP:] if read else b""
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    if cut is not None and cut(tail + chunk):
+                        raise UpstreamUncheckable()
+                    tail = chunk[-_OVERLAP:]
                     await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError):
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError, ServerError):
                 # Headers are already sent: the only honest signal left is to cut the
                 # connection so the client sees a truncated body, not a complete one.
                 if request.transport is not None:

@@ -34,7 +34,7 @@ from proxy.errors import (
 from proxy.metadata import origin_of
 from proxy.store import hashed_key
 
-from .authorize import (
+from .accept import (
     Accepted,
     VerifiedRefusal,
     plain_request,
@@ -282,7 +282,11 @@ async def _push(request: web.Request) -> web.Response:
     ):
         raise InvalidRequest("a public client must use PKCE with S256 (code_challenge)")
     request_uri = new_request_uri()
-    pushed = Pushed(client_id=client.client_id, params=accepted.params)
+    pushed = Pushed(
+        client_id=client.client_id,
+        params=accepted.params,
+        expires_at=time.time() + settings.par_ttl_seconds,
+    )
     await save_pushed(app[appkeys.STORE], request_uri, pushed, settings)
     app[appkeys.METRICS].count_decision("accepted", "none", "push")
     log.info("pushed request accepted", extra={"client_id": client.client_id})

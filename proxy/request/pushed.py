@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from proxy.settings import Settings
 from proxy.store import Store, hashed_key
@@ -21,19 +21,33 @@ class Pushed:
     client_id: str
     #: The verified authorization parameters (redirect_uri resolved).
     params: dict[str, str]
-    #: Set when its flow must wait: the flow's handle and the upstream target, for reloads.
+    #: Unix time at which the ``request_uri`` expires (``expires_in`` after the push).
+    expires_at: float
+    #: Set when its flow must wait: the flow's handle and the upstream target, for reloads
+    #: by the browser the flow is bound to (its binding digest).
     handle: str | None = None
     target: str | None = None
+    browser: str | None = None
 
     def to_json(self) -> str:
         """The stored form (``asdict`` would deep-copy the parameters first)."""
         stored = {
             "client_id": self.client_id,
             "params": self.params,
+            "expires_at": self.expires_at,
             "handle": self.handle,
             "target": self.target,
+            "browser": self.browser,
         }
         return json.dumps(stored, separators=(",", ":"))
+
+    def bound_json(self, browser: str) -> str:
+        """The stored form of the mark a waiting flow leaves, bound to its browser."""
+        return replace(self, browser=browser).to_json()
+
+    def remaining(self, now: float) -> float:
+        """Seconds until the ``request_uri`` expires (0 once it has)."""
+        return max(0.0, self.expires_at - now)
 
 
 def new_request_uri() -> str:
@@ -50,7 +64,7 @@ def pushed_key(client_id: str, request_uri: str) -> str:
 
 async def save_pushed(store: Store, request_uri: str, pushed: Pushed, settings: Settings) -> None:
     """Keep ``pushed`` for the PAR lifetime until first use (at first use, if its flow must
-    wait, it is stored again with the flow, as long as the flow may wait)."""
+    wait, it is stored again with the flow, until the request_uri expires)."""
     key = pushed_key(pushed.client_id, request_uri)
     await store.put(key, pushed.to_json(), settings.par_ttl_seconds)
 
@@ -59,4 +73,8 @@ async def take_pushed(store: Store, key: str) -> Pushed | None:
     """The pushed request under ``key`` (:func:`pushed_key`), if any, taken: one caller,
     once."""
     text = await store.take(key)
-    return None if text is None else Pushed(**json.loads(text))
+    if text is None:
+        return None
+    stored = json.loads(text)
+    stored.setdefault("expires_at", 0.0)  # stored by an earlier version: treated as expired
+    return Pushed(**{f.name: stored[f.name] for f in fields(Pushed) if f.name in stored})

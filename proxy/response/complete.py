@@ -1,13 +1,13 @@
-"""Completing a flow: the upstream's redirect back to the client becomes the gateway's answer.
+"""Completing a flow: the upstream's answer back to the client becomes the gateway's answer.
 
-Every proxied upstream response is looked at here. A redirect whose ``Location`` carries
-a flow handle as ``state`` (query or fragment) and leaves the upstream completes that
-flow: the flow is the one this request forwarded (never stored) or is taken from the
-store once (a replayed callback finds nothing), the Location must be
-the flow's redirect URI plus response parameters, and the client gets its response in
-the mode it asked for. Something that looks like a handle but is unknown or expired is
-not passed on raw: the client expected the gateway's answer, so it gets the gateway's
-error page instead.
+Every upstream answer relayed to a browser is looked at here. An answer that names an exit
+out of the gateway's origin carrying a flow handle (:mod:`.exits`: a redirect, a
+``Refresh`` header, or a page that moves the browser on, :mod:`.scan`) completes that
+flow: the flow is the one this request forwarded (never stored) or is taken from the store
+once (a replayed callback finds nothing) by the browser it is bound to; the exit must be
+the flow's redirect URI; and the client gets its response from the gateway's response
+builder, in the mode it asked for, or not at all. Something that looks like a handle but
+is unknown or expired gets the gateway's error page, never the upstream's answer.
 """
 
 from __future__ import annotations
@@ -18,49 +18,25 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.errors import InvalidRequest, UpstreamRedirectMismatch
-from proxy.flows import (
-    HANDLE_PREFIX,
-    Flow,
-    PendingFlow,
-    looks_like_handle,
-    store_pending,
-    take_flow,
-)
-from proxy.upstream import UpstreamAnswer, end_to_end
+from proxy.binding import browser_of, check_bound, presented
+from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
+from proxy.flows import Flow, PendingFlow, store_pending, take_flow
+from proxy.upstream import UpstreamAnswer
 
 from .deliver import Destination, deliver
-
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-#: Headers of the upstream's redirect that do not describe the gateway's answer.
-_REPLACED = frozenset({"location", "content-length", "content-type", "content-encoding"})
-
-
-def _state_of(pairs: list[tuple[str, str]]) -> str | None:
-    for name, value in pairs:
-        if name == "state":
-            return value
-    return None
-
-
-def is_internal(location: str, request: web.BaseRequest, issuer: str) -> bool:
-    """True when a Location stays with the upstream (a login page, a re-entry)."""
-    target = urlsplit(location)
-    if not target.netloc:
-        return True
-    own = {urlsplit(issuer).netloc.lower(), request.host.lower()}
-    return target.netloc.lower() in own
+from .exits import Exit, header_exit
+from .scan import Page, carries_handle, is_page, page_exit, read_page
 
 
 def response_params(
     target: SplitResult,
     query: list[tuple[str, str]],
-    fragment: list[tuple[str, str]],
+    extra: list[tuple[str, str]],
     redirect_uri: str,
 ) -> list[tuple[str, str]] | None:
-    """The response parameters the upstream added to ``redirect_uri`` (the Location
-    ``target`` with its parsed ``query`` and ``fragment``), or None when the Location is
-    not the redirect URI (its own query kept, RFC 6749 §3.1.2)."""
+    """The response parameters the upstream added to ``redirect_uri`` (the exit's
+    ``target`` with its parsed ``query``, and ``extra``: its fragment or form fields), or
+    None when the exit is not the redirect URI (its own query kept, RFC 6749 section 3.1.2)."""
     registered = urlsplit(redirect_uri)
     if (target.scheme, target.netloc, target.path) != (
         registered.scheme,
@@ -69,7 +45,7 @@ def response_params(
     ):
         return None
     if not registered.query:
-        return query + fragment
+        return query + extra
     own = Counter(parse_qsl(registered.query, keep_blank_values=True))
     if own - Counter(query):
         return None
@@ -79,24 +55,17 @@ def response_params(
             own[pair] -= 1
         else:
             added.append(pair)
-    return added + fragment
+    return added + extra
 
 
-async def complete_flow(
-    request: web.Request, upstream: UpstreamAnswer, pending: PendingFlow | None = None
+async def complete(
+    request: web.Request, upstream: UpstreamAnswer, exit_: Exit, pending: PendingFlow | None
 ) -> web.StreamResponse | None:
-    """The gateway's answer when ``upstream`` completes a flow; None when it does not.
-    ``pending``: the flow this very request forwarded, not stored (nothing to take)."""
-    location = upstream.headers.get("Location")
-    if upstream.status not in REDIRECT_STATUSES or not location or HANDLE_PREFIX not in location:
-        return None
-    target = urlsplit(location)
-    query = parse_qsl(target.query, keep_blank_values=True)
-    fragment = parse_qsl(target.fragment, keep_blank_values=True)
-    handle = _state_of(query) or _state_of(fragment)
+    """The gateway's answer for the flow ``exit_`` completes; None when it completes none."""
     app = request.app
-    issuer = app[appkeys.SETTINGS].issuer
-    if handle is None or not looks_like_handle(handle) or is_internal(location, request, issuer):
+    settings = app[appkeys.SETTINGS]
+    handle = exit_.completing(settings, app[appkeys.REGISTRY].redirect_places)
+    if handle is None:
         return None
     in_memory = pending.flow if pending is not None and handle == pending.handle else None
     flow = in_memory or await take_flow(app[appkeys.STORE], handle)
@@ -104,19 +73,18 @@ async def complete_flow(
         raise InvalidRequest(
             "this authorization response belongs to an unknown, expired or completed flow"
         )
-    if flow.par_key is not None and in_memory is None:
-        # RFC 9126 §4: the pushed request is used up once its flow completed (a flow
-        # completed at once never stored it again).
-        await app[appkeys.STORE].take(flow.par_key)
-    params = response_params(target, query, fragment, flow.redirect_uri)
+    if in_memory is None:
+        check_bound(request, settings, flow.browser)
+        if flow.par_key is not None:
+            # RFC 9126 section 4: the pushed request is used up once its flow completed.
+            await app[appkeys.STORE].take(flow.par_key)
+    params = response_params(exit_.target, exit_.query, exit_.extra, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
-    headers = [
-        (name, value)
-        for name, value in end_to_end(upstream.headers).items()
-        if name.lower() not in _REPLACED
-    ]
-    return await deliver(app, destination_of(flow), params, headers)
+    # The gateway's page or redirect carries only its own headers, and the upstream's
+    # cookies (its session): another policy (a CSP of the upstream's) would break it.
+    cookies = [("Set-Cookie", value) for value in upstream.headers.getall("Set-Cookie", ())]
+    return await deliver(app, destination_of(flow), params, cookies)
 
 
 def destination_of(flow: Flow) -> Destination:
@@ -130,18 +98,51 @@ def destination_of(flow: Flow) -> Destination:
     )
 
 
+def scans(request: web.Request, pending: PendingFlow | None = None) -> bool:
+    """A page can complete a flow only in the request that forwarded it, or for a browser
+    that has flows (it carries the binding cookie): only those answers are read."""
+    return pending is not None or presented(request, request.app[appkeys.SETTINGS]) is not None
+
+
 async def relay_or_complete(
     request: web.Request, upstream: UpstreamAnswer, pending: PendingFlow | None = None
 ) -> web.StreamResponse:
-    """Complete the flow this response finishes, or relay the response unchanged; a
-    ``pending`` flow this response does not finish is stored first (the browser is sent
+    """Complete the flow this answer finishes, or relay the answer unchanged; a ``pending``
+    flow this answer does not finish is stored first, bound to the browser (it is sent
     elsewhere, a login page, and will come back with its handle)."""
     try:
-        answer = await complete_flow(request, upstream, pending)
-        if answer is not None:
-            return answer
+        exit_ = header_exit(upstream.status, upstream.headers)
+        page: Page | None = None
+        if exit_ is None and request.method != "HEAD" and scans(request, pending):
+            page = await _page_of(upstream)
+            if page is not None:
+                settings = request.app[appkeys.SETTINGS]
+                places = request.app[appkeys.REGISTRY].redirect_places
+                exit_ = page_exit(page, str(request.url), settings, places)
+        if exit_ is not None:
+            answer = await complete(request, upstream, exit_, pending)
+            if answer is not None:
+                return answer
+        extra: list[tuple[str, str]] = []
         if pending is not None:
-            await store_pending(request.app[appkeys.STORE], pending)
-        return await request.app[appkeys.UPSTREAM].relay(request, upstream)
+            settings = request.app[appkeys.SETTINGS]
+            browser = browser_of(request, settings)
+            await store_pending(request.app[appkeys.STORE], pending, browser.digest)
+            if browser.new:
+                extra.append(browser.set_cookie(settings))
+        if page is None:
+            return await request.app[appkeys.UPSTREAM].relay(request, upstream, extra)
+        cut = None if page.complete else carries_handle
+        return await request.app[appkeys.UPSTREAM].relay(request, upstream, extra, page.raw, cut)
     finally:
         upstream.release()
+
+
+async def _page_of(upstream: UpstreamAnswer) -> Page | None:
+    """The upstream's HTML page read to be checked, or None when the answer is no page."""
+    if not is_page(upstream.headers.get("Content-Type", ""), upstream.status):
+        return None
+    page = await read_page(upstream.content, upstream.headers.get("Content-Encoding", ""))
+    if not page.complete and page.coding != "identity":
+        raise UpstreamUncheckable()
+    return page

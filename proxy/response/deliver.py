@@ -80,10 +80,10 @@ def restore_state(
 def finish_params(
     params: Iterable[tuple[str, str]], destination: Destination, issuer: str
 ) -> list[tuple[str, str]]:
-    """The parameters as the client must see them: its own state restored, ``iss`` added."""
-    result = restore_state(params, destination)
-    if not any(name == "iss" for name, _ in result):
-        result.append(("iss", issuer))
+    """The parameters as the client must see them: its own state restored, and exactly one
+    ``iss``, the issuer (RFC 9207): whatever the upstream sent as ``iss`` is dropped."""
+    result = [(name, value) for name, value in restore_state(params, destination) if name != "iss"]
+    result.append(("iss", issuer))
     return result
 
 

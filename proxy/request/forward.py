@@ -1,0 +1,110 @@
+"""Forwarding an accepted authorization request to the upstream, server-side.
+
+The gateway claims the request object's ``jti``, prepares a flow under a fresh handle and
+calls the upstream's authorization endpoint itself with a plain query of the verified
+parameters, ``state`` replaced by the handle and ``request``, ``request_uri`` and
+``response_mode`` removed (the gateway answers the client in the mode it asked for). The
+upstream's answer goes back to the browser: its login page (the flow is then stored,
+bound to the browser), or its redirect back to the client (the flow completes at once).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy import appkeys
+from proxy.errors import GatewayError, ReplayedObject, TemporarilyUnavailable
+from proxy.flows import Flow, PendingFlow, new_handle
+from proxy.observability import REQUEST_ID
+from proxy.query import encode_query
+from proxy.response.complete import relay_or_complete, scans
+from proxy.response.deliver import deliver_error
+from proxy.upstream import UpstreamAnswer
+
+from .accept import Accepted, decide
+from .params import read_body
+from .verify import claim_jti
+
+#: Outer parameters that never go upstream.
+NOT_FORWARDED = frozenset({"request", "request_uri", "response_mode", "state"})
+
+
+async def forward(
+    request: web.Request, accepted: Accepted, reported: GatewayError | None = None
+) -> web.StreamResponse:
+    """Claim the object's jti, then send the plain request upstream, server-side.
+    ``reported``: the policy refusal report mode let pass."""
+    client_id = accepted.destination.client_id
+    try:
+        pending = await start_flow(request.app, accepted)
+    except ReplayedObject as replay:
+        decide(request, client_id, "refused", replay.error, accepted.source)
+        return await deliver_error(
+            request.app, accepted.destination, replay.error, replay.description
+        )
+    except TemporarilyUnavailable:
+        decide(request, client_id, "refused", "temporarily_unavailable", accepted.source)
+        raise
+    if reported is None:
+        decide(request, client_id, "accepted", "none", accepted.source)
+    else:
+        decide(request, client_id, "reported", reported.error, accepted.source)
+    return await send_upstream(request, pending.target, pending)
+
+
+async def start_flow(
+    app: web.Application, accepted: Accepted, par_key: str | None = None
+) -> PendingFlow:
+    """Claim the request object's jti (if it has one) and prepare the flow for
+    ``accepted``: a fresh handle and the upstream request target (the authorization path
+    with the plain, verified query, ``state`` the handle). The flow is stored only if it
+    must wait (:mod:`proxy.flows`)."""
+    settings = app[appkeys.SETTINGS]
+    if accepted.claim is not None:
+        await claim_jti(app[appkeys.STORE], accepted.claim)
+    handle = new_handle()
+    upstream_params = [
+        (name, value) for name, value in accepted.params.items() if name not in NOT_FORWARDED
+    ]
+    upstream_params.append(("state", handle))
+    flow = Flow(
+        client_id=accepted.destination.client_id,
+        redirect_uri=accepted.destination.redirect_uri,
+        response_type=accepted.params.get("response_type", ""),
+        response_mode=accepted.destination.response_mode,
+        state=accepted.destination.state,
+        source=accepted.source,
+        par_key=par_key,
+    )
+    target = f"{settings.authorization_path}?{encode_query(upstream_params)}"
+    return PendingFlow(handle, flow, upstream_params, target, settings.flow_ttl_seconds)
+
+
+async def send_upstream(
+    request: web.Request, target: str, pending: PendingFlow | None = None
+) -> web.StreamResponse:
+    """Call the upstream's authorization endpoint server-side (with the browser's headers
+    and cookies) and answer with what it says, completing the flow if it redirects back."""
+    upstream = await request.app[appkeys.UPSTREAM].open(
+        request,
+        raw_target=target,
+        method="GET",
+        with_body=False,
+        request_id=REQUEST_ID.get(),
+        scanned=scans(request, pending),
+    )
+    return await relay_or_complete(request, upstream, pending)
+
+
+async def open_as_sent(request: web.Request) -> UpstreamAnswer:
+    """The request as it came, its body too: the gateway read the whole body to check it,
+    so that copy goes upstream."""
+    body = await read_body(request) if request.method == "POST" and request.body_exists else None
+    return await request.app[appkeys.UPSTREAM].open(
+        request, request_id=REQUEST_ID.get(), read_body=body, scanned=scans(request)
+    )
+
+
+async def pass_on(request: web.Request) -> web.StreamResponse:
+    """Send the request upstream as it came and answer with what the upstream says."""
+    return await relay_or_complete(request, await open_as_sent(request))
