@@ -9,6 +9,7 @@ parameter counts, request-object sizes and JSON nesting here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -32,10 +33,46 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
+class NotStrictJson(ValueError):
+    """JSON the gateway refuses although Python's parser takes it."""
+
+
+def _no_constant(name: str) -> Any:
+    raise NotStrictJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotStrictJson(f"{text} is out of range")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
 def loads_bounded(raw: bytes, max_depth: int) -> Any:
-    """``json.loads`` that refuses nesting deeper than ``max_depth`` before parsing (deep
-    nesting would otherwise end in a RecursionError inside the parser)."""
+    """Strict ``json.loads``: refuses nesting deeper than ``max_depth`` before parsing (deep
+    nesting would otherwise end in a RecursionError inside the parser), ``NaN`` and
+    ``Infinity`` and numbers that overflow to them (RFC 8259 section 6 has none; every
+    comparison with NaN is false), and strings holding a lone surrogate (not Unicode: no
+    query, store or log can carry them)."""
     # A document with no more brackets than the limit cannot nest deeper than it.
     if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels")
-    return json.loads(raw)
+    value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    # Only a \u escape or raw surrogate bytes can make one; most documents have neither.
+    if (b"\\u" in raw or b"\xed" in raw) and _has_lone_surrogate(value):
+        raise NotStrictJson("a string holds a lone surrogate")
+    return value

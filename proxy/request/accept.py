@@ -145,7 +145,7 @@ async def verified_request(
         raise
     except GatewayError as err:
         raise VerifiedRefusal(err, destination) from None
-    claim = jti_claim(client, verified, signed, settings)
+    claim = jti_claim(client, verified, settings)
     return Accepted(params=inner, destination=destination, source=source, claim=claim)
 
 

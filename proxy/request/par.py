@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from aiohttp import web
 
 from proxy import appkeys
+from proxy.claims import audience_members, check_times
 from proxy.clients import RegisteredClient
 from proxy.errors import (
     GatewayError,
@@ -173,19 +174,9 @@ async def verify_client_assertion(
     _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request))
     now = time.time()
     skew = settings.clock_skew_seconds
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        raise InvalidClient("the assertion's exp is required and must be a number")
-    if exp <= now - skew:
-        raise InvalidClient("the assertion has expired")
+    exp, _, _ = check_times(claims, now, skew, InvalidClient, "assertion")
     if exp - now > MAX_ASSERTION_SECONDS + skew:
         raise InvalidClient(f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead")
-    for name in ("iat", "nbf"):
-        value = claims.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value > now + skew
-        ):
-            raise InvalidClient(f"the assertion's {name} is invalid or in the future")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise InvalidClient("the assertion needs a jti")
@@ -216,10 +207,7 @@ def _check_assertion_audience(aud: Any, accepted: frozenset[str], strict: bool) 
         if not isinstance(aud, str) or aud not in accepted:
             raise InvalidClient("the assertion's aud must be the issuer, as a string")
         return
-    members = [aud] if isinstance(aud, str) else aud
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise InvalidClient("the assertion's aud must be a string or an array of strings")
-    if not accepted & set(members):
+    if not accepted & set(audience_members(aud, InvalidClient, "assertion")):
         raise InvalidClient("the assertion's aud is not this server")
 
 

@@ -27,6 +27,7 @@ from joserfc.jwk import Key, KeySet
 from joserfc.jws import JWSRegistry
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from proxy.claims import audience_members, check_times
 from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
 from proxy.errors import InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
@@ -49,18 +50,25 @@ class VerifiedObject:
     header: dict[str, Any]
     claims: dict[str, Any]
     encrypted: bool
+    #: The payload's bytes: the object's identity when it has no ``jti``.
+    payload: bytes = b""
 
 
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 def _b64decode(segment: str, kind: str) -> bytes:
-    if not _BASE64URL.match(segment):
+    """Base64url without padding, in its one canonical spelling (RFC 7515 section 2): unused
+    bits zero, so that one JWT has one text (a replay key may be its digest)."""
+    if not _BASE64URL.match(segment) or len(segment) % 4 == 1:
         raise InvalidRequestObject(f"the {kind} is not valid base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         raise InvalidRequestObject(f"the {kind} is not valid base64url") from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise InvalidRequestObject(f"the {kind} is not canonical base64url")
+    return decoded
 
 
 def decode_json_segment(
@@ -163,7 +171,8 @@ async def verify_request_object(
         "request object",
         max_depth=max_depth,
     )
-    return VerifiedObject(header=header, claims=claims, encrypted=encrypted)
+    payload = _b64decode(token.split(".")[1], "request object")
+    return VerifiedObject(header=header, claims=claims, encrypted=encrypted, payload=payload)
 
 
 async def verify_client_jws(
@@ -246,15 +255,6 @@ def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
     return found
 
 
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequestObject(f"claim {name!r} must be a number")
-    return float(value)
-
-
 def media_type(typ: str) -> str:
     lowered = typ.lower()
     return lowered.removeprefix("application/") if "/" in lowered else lowered
@@ -279,18 +279,10 @@ def validate_claims(
     for name in ("iss", "jti"):
         if name in claims and not isinstance(claims[name], str):
             raise InvalidRequestObject(f"claim {name!r} must be a string")
-    exp, nbf, iat = (_number(claims, name) for name in ("exp", "nbf", "iat"))
     if claims.get("iss") != client.client_id:
         raise InvalidRequestObject("iss must be the client_id")
     _check_audience(claims.get("aud"), settings.issuer)
-    if exp is None:
-        raise InvalidRequestObject("exp is required")
-    if exp <= now - skew:
-        raise InvalidRequestObject("the request object has expired")
-    if nbf is not None and nbf > now + skew:
-        raise InvalidRequestObject("the request object is not valid yet (nbf)")
-    if iat is not None and iat > now + skew:
-        raise InvalidRequestObject("the request object was issued in the future (iat)")
+    exp, nbf, iat = check_times(claims, now, skew, InvalidRequestObject, "request object")
     longest = settings.max_request_object_lifetime_seconds
     for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
         if start is not None and exp - start > longest + (skew if name == "now" else 0):
@@ -302,24 +294,21 @@ def validate_claims(
         if name in claims:
             raise InvalidRequestObject(f"a request object must not contain {name!r}")
     inner_client = claims.get("client_id")
-    if inner_client is not None and inner_client != outer.get("client_id"):
+    if inner_client is None:
+        # Every mandatory authorization parameter is inside the object (RFC 9101 section 4,
+        # as response_type is; Auth0's JAR rules).
+        raise InvalidRequestObject("client_id is required in the request object")
+    if inner_client != outer.get("client_id"):
         raise InvalidRequestObject("client_id in the request object differs from the request's")
     if "response_type" in outer and claims.get("response_type") != outer["response_type"]:
         raise InvalidRequestObject("response_type in the request object differs from the request's")
 
 
 def _check_audience(aud: Any, issuer: str) -> None:
-    if isinstance(aud, str):
-        if aud != issuer:
-            raise InvalidRequestObject("aud must be the issuer")
-        return
-    if isinstance(aud, list) and aud:
-        if not all(isinstance(member, str) for member in aud):
-            raise InvalidRequestObject("aud must be a string or an array of strings")
-        if issuer not in aud:
-            raise InvalidRequestObject("aud must contain the issuer")
-        return
-    raise InvalidRequestObject("aud is required and must be the issuer")
+    if aud is None:
+        raise InvalidRequestObject("aud is required and must be the issuer")
+    if issuer not in audience_members(aud, InvalidRequestObject, "request object"):
+        raise InvalidRequestObject("aud must be, or contain, the issuer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,17 +322,17 @@ class JtiClaim:
 def jti_claim(
     client: RegisteredClient,
     verified: VerifiedObject,
-    token: str,
     settings: Settings,
     *,
     now: float | None = None,
 ) -> JtiClaim:
-    """What records the object as used: its ``jti`` (or, without one, its SHA-256) per
-    client, until it expires plus the skew."""
+    """What records the object as used: its ``jti`` (or, without one, the SHA-256 of its
+    payload: a signature re-encoded, or made again with ECDSA's other ``s``, is the same
+    object) per client, until it expires plus the skew."""
     now = time.time() if now is None else now
     jti = verified.claims.get("jti")
     identity = (
-        jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+        jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(verified.payload).hexdigest()
     )
     exp = float(verified.claims["exp"])
     ttl = max(1.0, exp + settings.clock_skew_seconds - now)
