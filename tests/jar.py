@@ -128,13 +128,17 @@ def encrypt(
     return jwe.encrypt_compact(protected, token, key, algorithms=algorithms)
 
 
-def sign_raw(header: dict[str, Any], claims: dict[str, Any], key: ECKey) -> str:
-    """An ES256 JWS built by hand, for headers joserfc itself refuses to produce."""
+def sign_raw(
+    header: dict[str, Any], claims: dict[str, Any], key: ECKey, payload: str | None = None
+) -> str:
+    """An ES256 JWS built by hand, for headers joserfc itself refuses to produce (and, with
+    ``payload``, for a payload text JSON encoders do not write)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-    signing_input = f"{b64(json.dumps(header))}.{b64(json.dumps(claims))}"
+    text = json.dumps(claims) if payload is None else payload
+    signing_input = f"{b64(json.dumps(header))}.{b64(text)}"
     der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
     r, s = decode_dss_signature(der)
     return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

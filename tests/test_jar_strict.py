@@ -39,16 +39,7 @@ async def assert_page(response: ClientResponse, legacy: Legacy, error: str) -> s
 def es256(claims: dict[str, Any], payload: str | None = None) -> str:
     """An ES256 object over ``claims`` (or a raw payload text), signed by hand."""
     header = {"alg": "ES256", "kid": "p256", "typ": "oauth-authz-req+jwt"}
-    if payload is None:
-        return sign_raw(header, claims, private_key("p256"))  # type: ignore[arg-type]
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-    signing_input = f"{b64(json.dumps(header))}.{b64(payload)}"
-    key = private_key("p256").private_key  # type: ignore[attr-defined]
-    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return sign_raw(header, claims, private_key("p256"), payload)  # type: ignore[arg-type]
 
 
 def high_s(token: str) -> str:
