@@ -166,7 +166,10 @@ async def test_unregistered_consent_post_passes_untouched(
     target = (
         "/authorize?client_id=stranger&redirect_uri=https%3A%2F%2Fs.example%2Fcb&response_type=code"
     )
-    body = "csrfmiddlewaretoken=t&allow=Authorize&client_id=stranger&redirect_uri=https%3A%2F%2Fs.example%2Fcb"
+    body = (
+        "csrfmiddlewaretoken=t&allow=Authorize&client_id=stranger"
+        "&redirect_uri=https%3A%2F%2Fs.example%2Fcb"
+    )
     response = await raw(
         client,
         "POST",
