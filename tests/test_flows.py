@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -231,7 +231,8 @@ async def test_consent_form_posted_to_the_authorization_url_passes(
 
 def _changed(saved: str, name: str, value: str) -> str:
     parts = urlsplit(saved)
-    query = [(k, value if k == name else v) for k, v in parse_qs(parts.query).items() for v in v]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(key, value if key == name else old) for key, old in pairs]
     return parts.path + "?" + urlencode(query)
 
 
