@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import html
+import json
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -113,6 +115,48 @@ async def bounce(request: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": request.query["location"]})
 
 
+async def scripted(request: web.Request) -> web.Response:
+    """Answers however the query says, for the ways a server may send a flow's response
+    back: ``page`` (``form``, ``meta``, ``script``) to ``to`` with ``fields`` (JSON pairs),
+    a ``refresh`` header to ``to``, extra ``csp``, a ``cookie``; ``status`` (default 200).
+    ``{state}`` in ``to`` and ``fields`` is the request's own ``state`` (the flow handle when
+    the gateway calls it as the authorization endpoint)."""
+    await record(request)
+    query = request.query
+    state = query.get("state", "")
+    to = query.get("to", "").replace("{state}", state)
+    headers: dict[str, str] = {}
+    body = ""
+    page = query.get("page")
+    if page == "form":
+        pairs = json.loads(query.get("fields", "[]").replace("{state}", state))
+        inputs = "".join(
+            f'<input type="hidden" name="{html.escape(n)}" value="{html.escape(v)}">'
+            for n, v in pairs
+        )
+        body = (
+            f'<html><body onload="document.forms[0].submit()"><form method="post" '
+            f'action="{html.escape(to)}">{inputs}</form></body></html>'
+        )
+    elif page == "meta":
+        refresh = f'<meta http-equiv="refresh" content="0; url={html.escape(to)}">'
+        body = f"<html><head>{refresh}</head></html>"
+    elif page == "script":
+        body = f"<html><script>window.location.replace({json.dumps(to)});</script></html>"
+    if "refresh" in query:
+        headers["Refresh"] = f"0; url={to}"
+    if "csp" in query:
+        headers["Content-Security-Policy"] = query["csp"]
+    response = web.Response(
+        status=int(query.get("status", "200")), text=body, content_type="text/html", headers=headers
+    )
+    if "cookie" in query:
+        response.headers.add("Set-Cookie", query["cookie"])
+    if "location" in query:
+        response.headers["Location"] = query["location"]
+    return response
+
+
 async def slow(request: web.Request) -> web.Response:
     await record(request)
     await asyncio.sleep(float(request.query.get("seconds", "1")))
@@ -143,6 +187,7 @@ def legacy_app(
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/slow", slow)
     app.router.add_get("/bounce", bounce)
+    app.router.add_get("/scripted", scripted)
     # RFC 8414's document too (the demo's server has only OpenID Connect's).
     app.router.add_get("/.well-known/oauth-authorization-server", legacy.discovery)
     app.router.add_get("/gzip", gzipped)
