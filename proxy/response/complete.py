@@ -118,7 +118,7 @@ async def relay_or_complete(
             if page is not None:
                 settings = request.app[appkeys.SETTINGS]
                 places = request.app[appkeys.REGISTRY].redirect_places
-                exit_ = page_exit(page, str(request.url), settings, places)
+                exit_ = page_exit(page, settings, places)
         if exit_ is not None:
             answer = await complete(request, upstream, exit_, pending)
             if answer is not None:

@@ -17,7 +17,6 @@ import re
 import zlib
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from urllib.parse import urljoin
 
 import aiohttp
 
@@ -93,9 +92,8 @@ def carries_handle(chunk: bytes) -> bool:
 class _Finder(HTMLParser):
     """Forms (action and fields), meta refreshes and script URLs of a page."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.base = base
         self.forms: list[tuple[str, list[tuple[str, str]]]] = []
         self.urls: list[str] = []
         self._in_script = False
@@ -103,13 +101,14 @@ class _Finder(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {name: value or "" for name, value in attrs}
         if tag == "form":
-            self.forms.append((urljoin(self.base, values.get("action", "")), []))
+            # A relative action or URL (none at all: the page's own) stays on the origin.
+            self.forms.append((values.get("action", ""), []))
         elif tag in ("input", "button", "textarea") and self.forms and "name" in values:
             self.forms[-1][1].append((values["name"], values.get("value", "")))
         elif tag == "meta" and values.get("http-equiv", "").lower() == "refresh":
             url = refresh_url(values.get("content", ""))
             if url:
-                self.urls.append(urljoin(self.base, url))
+                self.urls.append(url)
         self._in_script = tag == "script"
 
     def handle_endtag(self, tag: str) -> None:
@@ -122,14 +121,12 @@ class _Finder(HTMLParser):
             self.urls.extend(_URL_IN_SCRIPT.findall(unescaped))
 
 
-def page_exit(
-    page: Page, base: str, settings: Settings, redirect_uris: frozenset[Place]
-) -> Exit | None:
+def page_exit(page: Page, settings: Settings, redirect_uris: frozenset[Place]) -> Exit | None:
     """The exit a page names with a flow handle, if any (see the module docstring)."""
     text = text_of(page)
     if HANDLE_SPELLINGS.search(text) is None:
         return None
-    finder = _Finder(base)
+    finder = _Finder()
     finder.feed(text)
     finder.close()
     exits = [Exit.of_form(action, fields) for action, fields in finder.forms]
