@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from . import appkeys
 from .clients import ClientRegistry, JwksCache, load_registry
+from .errors import StoreUnavailable
 from .keyring import Keyring, KeyringError
 from .metadata import DISCOVERY_PATHS, Metadata
 from .observability import (
@@ -104,11 +106,17 @@ def create_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if store is None:
             url = settings.redis_url.get_secret_value() if settings.redis_url else None
-            app[appkeys.STORE] = build_store(url)
+            app[appkeys.STORE] = build_store(url, settings.max_pending_plain_flows_per_address)
         else:
             app[appkeys.STORE] = store
+        opened = app[appkeys.STORE]
+        metrics.store_resets.read = lambda: opened.memory_resets
+        # Reached once at start, the store learns (or begins) its memory before the first
+        # request; a store down now is retried by every operation and readiness.
+        with contextlib.suppress(StoreUnavailable):
+            await opened.ping()
         yield
-        await app[appkeys.STORE].close()
+        await opened.close()
 
     async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         async with Upstream.create_session(settings) as session:

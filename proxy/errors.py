@@ -20,6 +20,7 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
     │   └── UpstreamUncheckable                                 502
     └── TemporarilyUnavailable        temporarily_unavailable   503
         ├── StoreUnavailable                                    503
+        │   └── TooManyPendingFlows
         ├── UpstreamUnavailable                                 502
         └── UpstreamTimeout                                     504
 
@@ -156,6 +157,16 @@ class StoreUnavailable(TemporarilyUnavailable):
     """The store (Redis) cannot be reached or answered with an error."""
 
     description = "the gateway's store is unavailable"
+
+
+class TooManyPendingFlows(StoreUnavailable):
+    """A source (an address) already has as many plain authorization requests waiting at
+    a login page as it may keep (``JARGATE_MAX_PENDING_PLAIN_FLOWS_PER_ADDRESS``)."""
+
+    description = (
+        "too many authorization requests from this address are waiting for a login;"
+        " complete or abandon them and try again later"
+    )
 
 
 class UpstreamUnavailable(TemporarilyUnavailable):

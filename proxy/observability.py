@@ -176,6 +176,21 @@ class RequestStats:
         yield latency
 
 
+class StoreResets:
+    """``jargate_store_resets_total``: times the store found its memory gone (its marker
+    missing) and began it again, read from the store when scraped (``read``)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "jargate_store_resets",
+            "Times the store found its memory marker missing and wrote it (first start included)",
+            value=self.read(),
+        )
+
+
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of their own (no global state)."""
 
@@ -194,6 +209,8 @@ class Metrics:
             "Store operations that failed (the request failed closed)",
             registry=self.registry,
         )
+        self.store_resets = StoreResets()
+        self.registry.register(self.store_resets)
         self._decision_children: dict[tuple[str, str, str], Counter] = {}
         self.decisions = Counter(
             "jargate_authorization_decisions",

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_read_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=25)
+    #: Plain authorization requests (anyone can make them) waiting at a login page that
+    #: one address (an IPv6 /64) may have the store keep.
+    max_pending_plain_flows_per_address: int = Field(default=256, ge=1, le=100_000)
     # Input limits (proxy/limits.py): each breach is a clean 4xx.
     max_header_bytes: int = Field(default=32768, ge=4096, le=65536)
     max_headers: int = Field(default=100, ge=16, le=256)

@@ -5,14 +5,24 @@ One small :class:`Store` protocol with two implementations that pass the same te
 - :class:`MemoryStore`, in-process, TTL-aware and bounded: one replica and the demo.
 - :class:`RedisStore`, redis.asyncio: several replicas. Every operation is a single
   atomic command (``SET NX PX``, ``SET PX``, ``GETDEL``, ``GET``, ``PING``); ``put_many``
-  pipelines several ``SET PX``. A standalone or Sentinel server is spoken to on
-  redis-py's own connections, each kept by the store between commands
-  (:class:`_Connections`); a Cluster through redis-py's client, which routes each key.
+  pipelines several ``SET PX`` (unverified ones: with their source's counter). A
+  standalone or Sentinel server is spoken to on redis-py's own connections, each kept
+  by the store between commands (:class:`~proxy.redis_connections.Connections`); a
+  Cluster through redis-py's client, which routes each key.
 
 Keys are namespaced ``jargate:``; callers hash any part that comes from outside
 (:func:`hashed_key`). An unreachable or failing store raises
 :class:`~proxy.errors.StoreUnavailable`, which the gateway answers with 503
 ``temporarily_unavailable``: it fails closed.
+
+Each store says from when on it is known to remember every claim (``memory_since``): a
+Redis that restarted empty has forgotten every ``jti`` claimed before.
+
+What anyone can make the gateway keep (the flow of a plain authorization request waiting
+at a login page: ``put_many(..., unverified_source=...)``) is bounded per source
+(:class:`~proxy.errors.TooManyPendingFlows` beyond it) and, in memory, kept apart from
+everything that comes after a signature or client authentication, which it can never
+crowd out.
 """
 
 from __future__ import annotations
@@ -21,23 +31,24 @@ import asyncio
 import hashlib
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, TooManyPendingFlows
+from .redis_connections import Command, Connections, StoreMemory, sentinel_master, watch_cluster
 
 PREFIX = "jargate:"
+#: ``JARGATE_MAX_PENDING_PLAIN_FLOWS_PER_ADDRESS``'s default.
+MAX_PENDING_PER_SOURCE = 256
 
 
 def hashed_key(kind: str, *parts: str) -> str:
@@ -49,6 +60,16 @@ def hashed_key(kind: str, *parts: str) -> str:
 class Store(Protocol):
     """What the gateway needs from a store. TTLs are in seconds (> 0)."""
 
+    @property
+    def memory_since(self) -> float:
+        """Unix time from which on the store is known to remember every claim."""
+        ...
+
+    @property
+    def memory_resets(self) -> int:
+        """How many times this store found its memory gone and began it again."""
+        ...
+
     async def claim_once(self, key: str, ttl: float) -> bool:
         """Record ``key`` until ``ttl``; True only for the first claim (replay defence)."""
         ...
@@ -57,8 +78,13 @@ class Store(Protocol):
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any old value."""
         ...
 
-    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
-        """:meth:`put` for each ``(key, value, ttl)``, in one round trip."""
+    async def put_many(
+        self, entries: Sequence[tuple[str, str, float]], *, unverified_source: str | None = None
+    ) -> None:
+        """:meth:`put` for each ``(key, value, ttl)``, in one round trip. With
+        ``unverified_source`` (an opaque string: who made the request) the entries are what
+        an unauthenticated caller made the gateway keep: bounded per source, and
+        :class:`~proxy.errors.TooManyPendingFlows` (nothing kept) beyond it."""
         ...
 
     async def take(self, key: str) -> str | None:
@@ -84,72 +110,164 @@ def _ttl_ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
-class MemoryStore:
-    """In-process store. Expired entries are evicted; when full, it refuses (fails closed).
+class _Entries:
+    """Values with an expiry, oldest first, at most ``limit``, and how many each source has.
 
-    Evicting a live entry to make room could forget a replay claim, so a full store
-    raises :class:`StoreUnavailable` instead.
+    Expired entries leave on every write (a heap finds them); :meth:`pop` is the one way
+    out, so the per-source counts stay exact.
     """
 
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._data: dict[str, tuple[str, float]] = {}
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: key -> (value, expiry on the monotonic clock, source or None).
+        self.values: OrderedDict[str, tuple[str, float, str | None]] = OrderedDict()
+        self.per_source: dict[str, int] = {}
         self._expiry: list[tuple[float, str]] = []
-        self._max = max_entries
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.values)
 
-    def _live(self, key: str, now: float) -> tuple[str, float] | None:
-        entry = self._data.get(key)
-        if entry is not None and entry[1] <= now:
-            del self._data[key]
+    def live(self, key: str, now: float) -> str | None:
+        entry = self.values.get(key)
+        if entry is None:
             return None
-        return entry
+        if entry[1] <= now:
+            self.pop(key)
+            return None
+        return entry[0]
 
-    def _evict_expired(self, now: float) -> None:
+    def pop(self, key: str) -> str | None:
+        entry = self.values.pop(key, None)
+        if entry is None:
+            return None
+        self._forget(entry[2])
+        return entry[0]
+
+    def pop_oldest(self) -> None:
+        _, (_, _, source) = self.values.popitem(last=False)
+        self._forget(source)
+
+    def _forget(self, source: str | None) -> None:
+        if source is not None:
+            left = self.per_source[source] - 1
+            if left:
+                self.per_source[source] = left
+            else:
+                del self.per_source[source]
+
+    def evict_expired(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             expires, key = heapq.heappop(self._expiry)
-            entry = self._data.get(key)
+            entry = self.values.get(key)
             if entry is not None and entry[1] == expires:
-                del self._data[key]
+                self.pop(key)
 
-    def _set(self, key: str, value: str, ttl: float, now: float) -> None:
-        self._evict_expired(now)
-        if key not in self._data and len(self._data) >= self._max:
-            raise StoreUnavailable("the in-memory store is full")
-        expires = now + _ttl_ms(ttl) / 1000
-        self._data[key] = (value, expires)
+    def add(self, key: str, value: str, expires: float, source: str | None) -> None:
+        self.pop(key)
+        self.values[key] = (value, expires, source)
+        if source is not None:
+            self.per_source[source] = self.per_source.get(source, 0) + 1
         heapq.heappush(self._expiry, (expires, key))
-        if len(self._expiry) > 2 * self._max:
-            # Overwritten keys leave stale heap entries; rebuild now and then.
-            self._expiry = [(exp, k) for k, (_, exp) in self._data.items()]
+        if len(self._expiry) > 2 * self.limit:
+            # Replaced and taken keys leave stale heap entries; rebuild now and then.
+            self._expiry = [(exp, k) for k, (_, exp, _) in self.values.items()]
             heapq.heapify(self._expiry)
+
+
+class MemoryStore:
+    """In-process store, bounded in two budgets.
+
+    Verified state (everything that comes after a signature or client authentication)
+    holds at most ``max_entries``; when full it refuses (fails closed): evicting a live
+    entry could forget a replay claim. Unverified state (``put_many`` with a source) has
+    a budget of its own on top, ``max_unverified_entries`` (half of ``max_entries`` unless
+    given), so it can never refuse a verified request; each source holds at most
+    ``max_pending_per_source`` of it, and when the budget is full the oldest unverified
+    entry makes room. An entry taken or expired frees its source's slot.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 100_000,
+        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+        max_unverified_entries: int | None = None,
+    ) -> None:
+        unverified = max_entries // 2 if max_unverified_entries is None else max_unverified_entries
+        self._verified = _Entries(max_entries)
+        self._unverified = _Entries(unverified)
+        self._per_source = max_pending_per_source
+        #: Nothing is remembered from before the store was made.
+        self.memory_since = time.time()
+        self.memory_resets = 0
+
+    def __len__(self) -> int:
+        return len(self._verified) + len(self._unverified)
+
+    def _live(self, key: str, now: float) -> str | None:
+        value = self._verified.live(key, now)
+        return self._unverified.live(key, now) if value is None else value
+
+    def _add(
+        self, entries: Sequence[tuple[str, str, float]], expiries: list[float], source: str | None
+    ) -> None:
+        region, other = self._verified, self._unverified
+        if source is not None:
+            region, other = other, region
+        for (key, value, _), expires in zip(entries, expiries, strict=True):
+            other.pop(key)
+            region.add(key, value, expires, source)
+
+    def _put_verified(self, entries: Sequence[tuple[str, str, float]], now: float) -> None:
+        expiries = [now + _ttl_ms(ttl) / 1000 for _, _, ttl in entries]
+        region = self._verified
+        region.evict_expired(now)
+        added = sum(1 for key, _, _ in entries if key not in region.values)
+        if len(region) + added > region.limit:
+            raise StoreUnavailable("the in-memory store is full")
+        self._add(entries, expiries, None)
+
+    def _put_unverified(
+        self, entries: Sequence[tuple[str, str, float]], source: str, now: float
+    ) -> None:
+        expiries = [now + _ttl_ms(ttl) / 1000 for _, _, ttl in entries]
+        region = self._unverified
+        region.evict_expired(now)
+        if region.per_source.get(source, 0) + len(entries) > self._per_source:
+            raise TooManyPendingFlows()
+        if len(entries) > region.limit:
+            raise StoreUnavailable("the in-memory store is full")
+        while len(region) + len(entries) > region.limit:
+            region.pop_oldest()
+        self._add(entries, expiries, source)
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
         if self._live(key, now) is not None:
             return False
-        self._set(key, "1", ttl, now)
+        self._put_verified(((key, "1", ttl),), now)
         return True
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        self._set(key, value, ttl, time.monotonic())
+        self._put_verified(((key, value, ttl),), time.monotonic())
 
-    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
+    async def put_many(
+        self, entries: Sequence[tuple[str, str, float]], *, unverified_source: str | None = None
+    ) -> None:
         now = time.monotonic()
-        for key, value, ttl in entries:
-            self._set(key, value, ttl, now)
+        if unverified_source is None:
+            self._put_verified(entries, now)
+        else:
+            self._put_unverified(entries, unverified_source, now)
 
     async def take(self, key: str) -> str | None:
-        entry = self._live(key, time.monotonic())
-        if entry is None:
-            return None
-        del self._data[key]
-        return entry[0]
+        now = time.monotonic()
+        for region in (self._verified, self._unverified):
+            if region.live(key, now) is not None:
+                return region.pop(key)
+        return None
 
     async def peek(self, key: str) -> str | None:
-        entry = self._live(key, time.monotonic())
-        return None if entry is None else entry[0]
+        return self._live(key, time.monotonic())
 
     async def ping(self) -> None:
         return None
@@ -158,78 +276,24 @@ class MemoryStore:
         return None
 
 
-class _Connections:
-    """Commands sent on redis-py's connections directly, not through ``execute_command``.
-
-    redis-py's client wraps every command in its pool's lock (twice), an event dispatch,
-    observability hooks and a retry closure: 61 µs of CPU a ``SET NX PX`` here against
-    18 µs for the same command on a connection (bench/analysis.md, eighth session). The
-    store keeps the connections it used and takes one for each command; none is shared
-    by two commands at once, so replies cannot cross. New connections come from the
-    client's pool (which connects them: for Sentinel, to the current master), at most
-    its ``max_connections`` (100 unless the URL says otherwise); beyond that a command
-    waits for one to come back, within its deadline, instead of failing.
-
-    A connection on which anything goes wrong (an error reply, a lost connection, the
-    deadline's cancellation) is closed and given back to the pool, never reused: no late
-    reply can be read by the next command, and after a failover the next connection goes
-    to the new master. A connection found closed (the server restarted, or dropped it
-    while idle) is replaced once and the command sent again, as redis-py's one retry did.
-    """
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-        self._idle: list[AbstractConnection] = []
-        #: At most ``max_connections`` commands at once, so at most that many connections
-        #: open (one is made only when none is idle); the others wait for a slot.
-        self._slots = asyncio.Semaphore(pool.max_connections)
-
-    async def call(self, *args: str | int) -> Any:
-        """Send one command and return its reply (raises :class:`RedisError` or
-        :class:`OSError`)."""
-        async with self._slots:
-            for attempt in (1, 2):
-                if self._idle:
-                    connection = self._idle.pop()
-                else:
-                    connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                try:
-                    await connection.send_command(*args)
-                    reply = await connection.read_response()
-                except (RedisConnectionError, RedisTimeoutError, OSError):
-                    await self._drop(connection)
-                    if attempt == 2:
-                        raise
-                    continue
-                except BaseException:
-                    await self._drop(connection)
-                    raise
-                self._idle.append(connection)
-                return reply
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _drop(self, connection: AbstractConnection) -> None:
-        # Shielded: a second cancellation while closing must not leave the pool counting
-        # the connection as in use (it would refuse new ones once it counted too many).
-        await asyncio.shield(self._close(connection))
-
-    async def _close(self, connection: AbstractConnection) -> None:
-        await connection.disconnect(nowait=True)
-        await self._pool.release(connection)
-
-    async def close(self) -> None:
-        while self._idle:
-            await self._drop(self._idle.pop())
-
-
 class RedisStore:
-    """Redis-backed store; each operation is one atomic command."""
+    """Redis-backed store; each operation is one atomic command (``put_many``: one
+    pipeline).
+
+    Unverified entries (``put_many`` with a source): one counter key a source, set and
+    incremented in the entries' own pipeline (``SET NX PX`` for a fixed window of the
+    entries' TTL, ``INCRBY`` their number); past ``max_pending_per_source`` in a window
+    the entries just written are deleted and the call refused. Redis's own memory is
+    bounded by its ``maxmemory``, with ``noeviction`` (any eviction policy may evict
+    replay claims).
+    """
 
     def __init__(
         self,
         client: aioredis.Redis | RedisCluster,
         sentinel: Sentinel | None = None,
         timeout: float = 1.0,
+        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
     ) -> None:
         self._redis = client
         self._sentinel = sentinel
@@ -240,24 +304,48 @@ class RedisStore:
         #: (bench/analysis.md). Cancelled at the deadline, the connection is dropped, so
         #: no late reply is read by the next command.
         self._timeout = timeout
+        self._per_source = max_pending_per_source
+        self._memory = StoreMemory()
         #: Standalone and Sentinel: commands on the pool's connections. A Cluster client
         #: routes every key to its node, so its commands go through the client.
-        self._connections = (
-            _Connections(client.connection_pool) if isinstance(client, aioredis.Redis) else None
-        )
+        self._connections: Connections | None = None
+        if isinstance(client, aioredis.Redis):
+            self._connections = Connections(client.connection_pool, self._memory)
+        else:
+            watch_cluster(client, self._memory)
+
+    @property
+    def memory_since(self) -> float:
+        return self._memory.since
+
+    @property
+    def memory_resets(self) -> int:
+        return self._memory.resets
 
     async def _call(self, *args: str | int) -> Any:
         """One command within the deadline; any failure is :class:`StoreUnavailable`."""
+        return (await self._pipeline((args,)))[0]
+
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """Commands in one round trip (a Cluster: one a node), within the deadline; any
+        failure (an error reply included) is :class:`StoreUnavailable`."""
         try:
             async with asyncio.timeout(self._timeout):
                 if self._connections is not None:
-                    return await self._connections.call(*args)
-                return await self._redis.execute_command(*args)
+                    return await self._connections.pipeline(commands)
+                if len(commands) == 1:
+                    return [await self._redis.execute_command(*commands[0])]
+                pipeline = self._redis.pipeline(transaction=False)
+                for command in commands:
+                    pipeline.execute_command(*command)
+                return await pipeline.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 1.0) -> RedisStore:
+    def from_url(
+        cls, url: str, timeout: float = 1.0, max_pending_per_source: int = MAX_PENDING_PER_SOURCE
+    ) -> RedisStore:
         """Build from ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
         ``redis+cluster://`` (``rediss+…`` for TLS).
 
@@ -280,11 +368,12 @@ class RedisStore:
             cluster = RedisCluster.from_url(
                 plain, socket_timeout=None, socket_connect_timeout=timeout
             )
-            return cls(cluster, timeout=timeout)
+            return cls(cluster, timeout=timeout, max_pending_per_source=max_pending_per_source)
         if scheme.endswith("+sentinel"):
-            sentinel, master = _sentinel_master(url, scheme.startswith("rediss"), timeout)
-            return cls(master, sentinel, timeout)
-        return cls(aioredis.Redis.from_url(url, **options), timeout=timeout)  # type: ignore[arg-type]
+            sentinel, master = sentinel_master(url, scheme.startswith("rediss"), timeout)
+            return cls(master, sentinel, timeout, max_pending_per_source)
+        client = aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+        return cls(client, timeout=timeout, max_pending_per_source=max_pending_per_source)
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         # SET NX answers OK when it set the key and nil when the key was there (the
@@ -294,15 +383,23 @@ class RedisStore:
     async def put(self, key: str, value: str, ttl: float) -> None:
         await self._call("SET", PREFIX + key, value, "PX", _ttl_ms(ttl))
 
-    async def put_many(self, entries: Sequence[tuple[str, str, float]]) -> None:
-        try:
-            pipeline = self._redis.pipeline(transaction=False)
-            for key, value, ttl in entries:
-                pipeline.set(PREFIX + key, value, px=_ttl_ms(ttl))
-            async with asyncio.timeout(self._timeout):
-                await pipeline.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable() from exc
+    async def put_many(
+        self, entries: Sequence[tuple[str, str, float]], *, unverified_source: str | None = None
+    ) -> None:
+        writes = [("SET", PREFIX + key, value, "PX", _ttl_ms(ttl)) for key, value, ttl in entries]
+        if not writes:
+            return
+        if unverified_source is None:
+            await self._pipeline(writes)
+            return
+        counter = PREFIX + hashed_key("pending", unverified_source)
+        window = max(write[4] for write in writes)
+        replies = await self._pipeline(
+            [("SET", counter, 0, "NX", "PX", window), ("INCRBY", counter, len(writes)), *writes]
+        )
+        if int(replies[1]) > self._per_source:
+            await self._pipeline([("DEL", write[1]) for write in writes])
+            raise TooManyPendingFlows()
 
     async def take(self, key: str) -> str | None:
         return _text(await self._call("GETDEL", PREFIX + key))
@@ -328,46 +425,10 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode()
 
 
-def _sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aioredis.Redis]:
-    parts = urlsplit(url)
-    hosts_part = parts.netloc.rsplit("@", 1)[-1]
-    password = unquote(parts.password) if parts.password else None
-    username = unquote(parts.username) if parts.username else None
-    hosts: list[tuple[str, int]] = []
-    for item in hosts_part.split(","):
-        host, _, port = item.rpartition(":")
-        hosts.append((host.strip("[]") or item, int(port or 26379)))
-    segments = [s for s in parts.path.split("/") if s]
-    if not segments:
-        raise ValueError("a Sentinel URL needs the service name as its path")
-    service = segments[0]
-    db = int(segments[1]) if len(segments) > 1 else 0
-    query = parse_qs(parts.query)
-    sentinel_password = query.get("sentinel_password", [None])[0]
-    max_connections = int(query["max_connections"][0]) if "max_connections" in query else None
-    # The master's commands are bounded by RedisStore's deadline; the Sentinels' own
-    # queries (only when a connection is made) by their socket timeout.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        hosts,
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        sentinel_kwargs={"password": sentinel_password, "socket_timeout": timeout},
-    )
-    master: aioredis.Redis = sentinel.master_for(
-        service,
-        db=db,
-        password=password,
-        username=username,
-        ssl=tls,
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        max_connections=max_connections,
-    )
-    return sentinel, master
-
-
-def build_store(redis_url: str | None) -> Store:
+def build_store(
+    redis_url: str | None, max_pending_per_source: int = MAX_PENDING_PER_SOURCE
+) -> Store:
     """The store the settings ask for: Redis when a URL is set, else memory."""
     if redis_url is None:
-        return MemoryStore()
-    return RedisStore.from_url(redis_url)
+        return MemoryStore(max_pending_per_source=max_pending_per_source)
+    return RedisStore.from_url(redis_url, max_pending_per_source=max_pending_per_source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from proxy.errors import StoreUnavailable
+from proxy.errors import StoreUnavailable, TooManyPendingFlows
 from proxy.store import MemoryStore, RedisStore, Store, build_store, hashed_key
 from tests.support import RedisServer, free_port, redis_server_binary
 
@@ -116,7 +117,8 @@ async def test_memory_store_full_fails_closed() -> None:
 
 
 async def test_redis_keys_are_namespaced(clean_redis: str) -> None:
-    """Everything the gateway writes to Redis lives under jargate: with a TTL."""
+    """Everything the gateway writes to Redis lives under jargate:, with a TTL but for the
+    store's memory marker, which must outlive everything else."""
     store = RedisStore.from_url(clean_redis)
     try:
         await store.put("flow:abc", "v", 30)
@@ -125,8 +127,9 @@ async def test_redis_keys_are_namespaced(clean_redis: str) -> None:
         await store.close()
     client = redis.Redis.from_url(clean_redis)
     keys = sorted(k.decode() for k in client.keys("*"))  # type: ignore[union-attr]
-    assert keys == ["jargate:flow:abc", "jargate:jti:x"]
+    assert keys == ["jargate:flow:abc", "jargate:jti:x", "jargate:since"]
     assert 0 < client.pttl("jargate:flow:abc") <= 30000
+    assert -1 == client.pttl("jargate:since")
     client.close()
 
 
@@ -321,7 +324,8 @@ def _is_free(port: int) -> bool:
 
 @pytest.mark.slow
 async def test_cluster_url() -> None:
-    """redis+cluster://host:port talks to a (one-node) Redis Cluster."""
+    """redis+cluster://host:port talks to a (one-node) Redis Cluster, unverified put_many
+    (its source's counter in the same pipeline) included."""
     node = RedisServer(port=_cluster_port(), extra=["--cluster-enabled", "yes"]).start()
     try:
         client = node.client()
@@ -340,6 +344,8 @@ async def test_cluster_url() -> None:
             assert not await store.claim_once("jti:c", 30)
             await store.put("flow:c", "v", 30)
             assert await store.take("flow:c") == "v"
+            await store.put_many([("flow:u", "v", 30)], unverified_source="192.0.2.9")
+            assert await store.take("flow:u") == "v"
             await store.ping()
         finally:
             await store.close()
@@ -355,3 +361,89 @@ async def test_put_many_stores_every_entry_with_its_own_ttl(store: Store) -> Non
     await asyncio.sleep(0.3)
     assert await store.peek("flow:pm1") is None
     assert "v2" == await store.take("par:pm2")
+
+
+#: What an unauthenticated caller may have kept per source (the setting's default).
+PER_SOURCE = 256
+
+
+async def fill(store: Store, source: str, count: int) -> list[str]:
+    """``count`` unverified flows from ``source``, one put_many each; their keys."""
+    keys = [f"flow:{source}:{index}" for index in range(count)]
+    for key in keys:
+        await store.put_many([(key, "pending", 60)], unverified_source=source)
+    return keys
+
+
+async def test_unverified_flood_from_one_source_is_refused_past_its_bound(store: Store) -> None:
+    """One source keeps at most 256 unverified flows: the next is refused with 503
+    temporarily_unavailable and not kept; another source is not affected."""
+    kept = await fill(store, "198.51.100.7", PER_SOURCE)
+    with pytest.raises(TooManyPendingFlows) as refused:
+        await store.put_many([("flow:one-too-many", "v", 60)], unverified_source="198.51.100.7")
+    assert ("temporarily_unavailable", 503) == (refused.value.error, refused.value.status)
+    assert re.fullmatch(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+", refused.value.description)
+    assert await store.peek("flow:one-too-many") is None
+    assert "pending" == await store.peek(kept[-1])
+    await store.put_many([("flow:other", "v", 60)], unverified_source="198.51.100.8")
+    assert "v" == await store.peek("flow:other")
+
+
+async def test_verified_state_never_refused_while_unverified_is_at_its_cap(store: Store) -> None:
+    """A source at its cap of unverified flows: claims, puts and verified put_many all
+    succeed as before."""
+    await fill(store, "2001:db8:1::/64", PER_SOURCE)
+    with pytest.raises(TooManyPendingFlows):
+        await fill(store, "2001:db8:1::/64", 1)
+    assert await store.claim_once("jti:verified", 60)
+    assert not await store.claim_once("jti:verified", 60)
+    await store.put("par:verified", "pushed", 60)
+    await store.put_many([("flow:verified", "signed", 60), ("par:mark", "m", 60)])
+    assert ["pushed", "signed", "m"] == [
+        await store.take(key) for key in ("par:verified", "flow:verified", "par:mark")
+    ]
+
+
+async def test_expired_unverified_entries_free_their_source(store: Store) -> None:
+    """Once a source's unverified flows have expired (Redis: their window), it may keep
+    as many again."""
+    entries = [(f"flow:short:{index}", "v", 0.3) for index in range(PER_SOURCE)]
+    await store.put_many(entries, unverified_source="192.0.2.1")  # one round trip: in time
+    with pytest.raises(TooManyPendingFlows):
+        await fill(store, "192.0.2.1", 1)
+    await asyncio.sleep(0.4)
+    assert PER_SOURCE == len(await fill(store, "192.0.2.1", PER_SOURCE))
+
+
+async def test_memory_store_taken_unverified_entry_frees_its_slot() -> None:
+    """In memory, a completed (taken) flow frees its source's slot at once."""
+    store = MemoryStore()
+    keys = await fill(store, "192.0.2.2", PER_SOURCE)
+    assert "pending" == await store.take(keys[0])
+    await store.put_many([("flow:next", "v", 60)], unverified_source="192.0.2.2")
+    with pytest.raises(TooManyPendingFlows):
+        await store.put_many([("flow:after", "v", 60)], unverified_source="192.0.2.2")
+
+
+async def test_memory_store_unverified_flood_from_many_sources_evicts_only_its_own() -> None:
+    """Unverified flows from many sources fill only their own budget (half of
+    max_entries), the oldest leaving first; verified state keeps all of max_entries."""
+    store = MemoryStore(max_entries=6)
+    for index in range(8):
+        await store.put_many([(f"flow:{index}", "v", 60)], unverified_source=f"10.0.0.{index}")
+    assert [None] * 5 + ["v"] * 3 == [await store.peek(f"flow:{index}") for index in range(8)]
+    assert all([await store.claim_once(f"jti:{index}", 60) for index in range(6)])
+    with pytest.raises(StoreUnavailable):
+        await store.claim_once("jti:seventh", 60)
+    await store.put_many([("flow:8", "v", 60)], unverified_source="10.0.0.8")
+    assert [None, "v", "v", "v"] == [await store.peek(f"flow:{index}") for index in range(5, 9)]
+    assert not await store.claim_once("jti:0", 60)
+
+
+async def test_build_store_takes_the_per_address_bound(clean_redis: str) -> None:
+    """JARGATE_MAX_PENDING_PLAIN_FLOWS_PER_ADDRESS's value bounds either store built."""
+    for built in (build_store(None, 1), build_store(clean_redis, 1)):
+        await built.put_many([("flow:s1", "v", 30)], unverified_source="s")
+        with pytest.raises(TooManyPendingFlows):
+            await built.put_many([("flow:s2", "v", 30)], unverified_source="s")
+        await built.close()
