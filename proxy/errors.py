@@ -8,7 +8,8 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
     │   ├── MethodNotAllowed                                    405
     │   └── PolicyRefusal             (report mode lets it pass)
     ├── InvalidRequestObject          invalid_request_object    400
-    │   └── ReplayedObject
+    │   ├── ReplayedObject
+    │   └── ForgottenByStore
     ├── InvalidRequestUri             invalid_request_uri       400
     ├── RequestNotSupported           request_not_supported     400
     ├── RequestUriNotSupported        request_uri_not_supported 400
@@ -86,6 +87,13 @@ class ReplayedObject(InvalidRequestObject):
     """The request object was already used (its ``jti`` is claimed in the store)."""
 
     description = "this request object was already used (replay)"
+
+
+class ForgottenByStore(InvalidRequestObject):
+    """Made before the store's memory began (a Redis restarted empty): it may have been used
+    before, unremembered, so it is refused as a replay would be."""
+
+    description = "this request was made before the gateway lost its replay records; make a new one"
 
 
 class InvalidRequestUri(GatewayError):

@@ -20,15 +20,17 @@ from urllib.parse import parse_qsl, unquote_plus
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.claims import audience_members, check_times
+from proxy.claims import audience_members, check_times, issued_since
 from proxy.clients import RegisteredClient
 from proxy.errors import (
+    ForgottenByStore,
     GatewayError,
     InvalidClient,
     InvalidRequest,
     InvalidRequestObject,
     PayloadTooLarge,
     PolicyRefusal,
+    ReplayedObject,
     TemporarilyUnavailable,
     error_page,
 )
@@ -44,7 +46,14 @@ from .accept import (
 )
 from .make import ASSERTION_TYPE
 from .pushed import Pushed, new_request_uri, save_pushed
-from .verify import claim_jti, decode_json_segment, media_type, split_compact, verify_client_jws
+from .verify import (
+    JtiClaim,
+    claim_jti,
+    decode_json_segment,
+    media_type,
+    split_compact,
+    verify_client_jws,
+)
 
 log = logging.getLogger("jargate.par")
 
@@ -174,15 +183,20 @@ async def verify_client_assertion(
     _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request))
     now = time.time()
     skew = settings.clock_skew_seconds
-    exp, _, _ = check_times(claims, now, skew, InvalidClient, "assertion")
+    exp, nbf, iat = check_times(claims, now, skew, InvalidClient, "assertion")
     if exp - now > MAX_ASSERTION_SECONDS + skew:
         raise InvalidClient(f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise InvalidClient("the assertion needs a jti")
     key = hashed_key("assertion", client.client_id, jti)
-    if not await app[appkeys.STORE].claim_once(key, exp + skew - now):
-        raise InvalidClient("this client assertion was already used (replay)")
+    issued = issued_since(exp, nbf, iat, MAX_ASSERTION_SECONDS)
+    try:
+        await claim_jti(app[appkeys.STORE], JtiClaim(key, exp + skew - now, issued, skew))
+    except ReplayedObject:
+        raise InvalidClient("this client assertion was already used (replay)") from None
+    except ForgottenByStore as forgotten:
+        raise InvalidClient(forgotten.description) from None
 
 
 async def _accepted_audiences(request: web.Request) -> tuple[frozenset[str], bool]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -27,13 +28,15 @@ from joserfc.jwk import Key, KeySet
 from joserfc.jws import JWSRegistry
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
-from proxy.claims import audience_members, check_times
+from proxy.claims import audience_members, check_times, issued_since
 from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
-from proxy.errors import InvalidRequestObject, ReplayedObject
+from proxy.errors import ForgottenByStore, InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
 from proxy.limits import TooDeep, loads_bounded
 from proxy.settings import SIGNING_ALGS, Settings
 from proxy.store import Store, hashed_key
+
+log = logging.getLogger("jargate.verify")
 
 #: ``typ`` values accepted (RFC 9101 §10.8, RFC 8725 §3.11), after dropping ``application/``.
 ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
@@ -313,10 +316,15 @@ def _check_audience(aud: Any, issuer: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class JtiClaim:
-    """The store key that records an object as used, and until when (seconds from now)."""
+    """The store key that records a JWT as used, until when (seconds from now), and the
+    earliest moment it could have been made (Unix time)."""
 
     key: str
     ttl: float
+    issued: float
+    #: Allowed clock difference: a JWT made this long before the store's memory began
+    #: could have been used before it (its maker's clock may run that far behind).
+    skew: float = 0.0
 
 
 def jti_claim(
@@ -330,17 +338,30 @@ def jti_claim(
     payload: a signature re-encoded, or made again with ECDSA's other ``s``, is the same
     object) per client, until it expires plus the skew."""
     now = time.time() if now is None else now
-    jti = verified.claims.get("jti")
+    claims = verified.claims
+    jti = claims.get("jti")
     identity = (
         jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(verified.payload).hexdigest()
     )
-    exp = float(verified.claims["exp"])
-    ttl = max(1.0, exp + settings.clock_skew_seconds - now)
-    return JtiClaim(hashed_key("jti", client.client_id, identity), ttl)
+    exp = float(claims["exp"])
+    skew = settings.clock_skew_seconds
+    longest = settings.max_request_object_lifetime_seconds
+    issued = issued_since(exp, claims.get("nbf"), claims.get("iat"), longest)
+    ttl = max(1.0, exp + skew - now)
+    return JtiClaim(hashed_key("jti", client.client_id, identity), ttl, issued, skew)
 
 
 async def claim_jti(store: Store, claim: JtiClaim) -> None:
-    """Record the object as used; a second use is a replay (:class:`ReplayedObject`).
-    Made before anything is forwarded or pushed."""
+    """Record the JWT as used; a second use is a replay (:class:`ReplayedObject`). A JWT
+    made before the store's memory began (a Redis restarted empty) may have been used
+    before it, unremembered: refused too, for one lifetime after a reset. Made before
+    anything is forwarded or pushed."""
     if not await store.claim_once(claim.key, claim.ttl):
         raise ReplayedObject()
+    # Read after the claim: its round trip is where a reset is learnt.
+    if claim.issued < store.memory_since + claim.skew:
+        log.warning(
+            "a JWT issued before the store's memory began was refused",
+            extra={"issued": claim.issued, "memory_since": store.memory_since},
+        )
+        raise ForgottenByStore()
