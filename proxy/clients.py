@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from .redirect_uris import check_redirect_uri
 from .settings import SIGNING_ALGS, Settings, is_loopback_host
 
 log = logging.getLogger("jargate.clients")
@@ -60,15 +61,6 @@ def _signing_alg(value: str | None) -> str | None:
         )
     if value not in SIGNING_ALGS:
         raise ValueError(f"unsupported algorithm {value!r} (allowed: {', '.join(SIGNING_ALGS)})")
-    return value
-
-
-def _absolute_uri(value: str) -> str:
-    parts = urlsplit(value)
-    if not parts.scheme or (parts.scheme in ("http", "https") and not parts.netloc):
-        raise ValueError(f"{value!r} is not an absolute URI")
-    if parts.fragment or value.endswith("#"):
-        raise ValueError(f"{value!r} must not contain a fragment (RFC 6749 §3.1.2)")
     return value
 
 
@@ -132,7 +124,7 @@ class Client(BaseModel):
     @field_validator("redirect_uris")
     @classmethod
     def _check_redirect_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_absolute_uri(uri) for uri in value)
+        return tuple(check_redirect_uri(uri) for uri in value)
 
     @field_validator("request_uris")
     @classmethod

@@ -28,14 +28,50 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
 One place, :func:`error_page`, turns an error into the gateway's own answer (JSON, or
 HTML for browsers). Where an error is delivered instead by redirect to the client is
 decided on the request path, which knows whether the redirect URI is trusted.
+
+An error's ``error`` and ``description`` only ever hold the characters RFC 6749 allows
+in ``error`` and ``error_description`` (:func:`oauth_text`), whatever they were built
+from; the exception's own message (``str(err)``, for logs) keeps the text as written.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
+from typing import Any
 
 from aiohttp import web
+
+#: RFC 6749 section 4.1.2.1 (and 5.2): error and error_description are
+#: %x20-21 / %x23-5B / %x5D-7E.
+_OAUTH_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_NOT_OAUTH_TEXT = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_REPLACEMENTS = {'"': "'", "\\": "/"}
+
+
+def _replacement(match: re.Match[str]) -> str:
+    return _REPLACEMENTS.get(match.group(), "?")
+
+
+def oauth_text(value: object) -> str:
+    """``value`` as text RFC 6749 allows in ``error`` and ``error_description``: ``"``
+    becomes ``'``, ``\\`` becomes ``/``, every other character outside printable ASCII
+    becomes ``?``. Never raises, whatever it is given."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = str(value)
+        except Exception:
+            return "?"
+    if _OAUTH_TEXT.fullmatch(text):
+        return text
+    return _NOT_OAUTH_TEXT.sub(_replacement, text)
+
+
+#: The attributes a client sees; always set through :func:`oauth_text`.
+_CLIENT_FACING = ("error", "description")
 
 
 class GatewayError(Exception):
@@ -45,10 +81,21 @@ class GatewayError(Exception):
     status: int = 400
     description: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _CLIENT_FACING:
+            if name in vars(cls):
+                setattr(cls, name, oauth_text(vars(cls)[name]))
+
     def __init__(self, description: str | None = None) -> None:
         if description is not None:
             self.description = description
-        super().__init__(f"{self.error}: {self.description}")
+        super().__init__(
+            f"{self.error}: {self.description if description is None else description}"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, oauth_text(value) if name in _CLIENT_FACING else value)
 
 
 class InvalidRequest(GatewayError):

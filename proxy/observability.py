@@ -90,22 +90,54 @@ class JsonFormatter(logging.Formatter):
         return ",".join(parts) + "}"
 
 
+#: What a text line never carries as it is: control characters (C0, DEL, C1), the line
+#: and paragraph separators (every Zl and Zp character) and lone surrogates.
+_UNSAFE = "\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+#: Each unsafe character as a Python string escape (a traceback's lines use these alone).
+_TEXT_ESCAPES: dict[int, str] = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
+} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+#: A quoted field escapes its quote and backslash too: it reads back as a Python literal.
+_QUOTED_ESCAPES = _TEXT_ESCAPES | {ord("\\"): "\\\\", ord('"'): '\\"'}
+_PLAIN = rf'[^\s"\\{_UNSAFE}]'
+#: Fields written as they are; anything else is quoted, so no value can pass for another field.
+_BARE_VALUE = re.compile(f"{_PLAIN}+")
+_BARE_KEY = re.compile(rf'[^\s"\\={_UNSAFE}]+')
+_BARE_REQUEST_ID = re.compile(rf'[^\s"\\\[\]{_UNSAFE}]+')
+_BARE_MESSAGE = re.compile(rf"(?!\[){_PLAIN}+(?: {_PLAIN}+)*")
+
+
+def _text_field(value: str, bare: re.Pattern[str]) -> str:
+    """``value`` as it is when ``bare`` matches it, else quoted as a Python string literal."""
+    if bare.fullmatch(value):
+        return value
+    return '"' + value.translate(_QUOTED_ESCAPES) + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with the same extras, for a terminal."""
+    """Human-readable lines with the same extras, for a terminal: ``level logger: [request
+    id] message  key=value ...``. A record is one line: a field with spaces, quotes or
+    unsafe characters is quoted with those escaped. A traceback follows on lines that
+    begin ``  | ``, which no record's own line does."""
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}"
+            f"{_text_field(k, _BARE_KEY)}={_text_field(str(v), _BARE_VALUE)}"
             for k, v in record.__dict__.items()
             if k not in _STANDARD_ATTRS and not k.startswith("_")
         )
         request_id = REQUEST_ID.get()
-        prefix = f"[{request_id}] " if request_id else ""
-        line = f"{record.levelname.lower():7} {record.name}: {prefix}{record.getMessage()}"
+        prefix = f"[{_text_field(request_id, _BARE_REQUEST_ID)}] " if request_id else ""
+        level = _text_field(record.levelname.lower(), _BARE_VALUE)
+        logger = _text_field(record.name, _BARE_VALUE)
+        message = _text_field(record.getMessage(), _BARE_MESSAGE)
+        line = f"{level:7} {logger}: {prefix}{message}"
         if extras:
             line += f"  {extras}"
         if record.exc_info and record.exc_info[0] is not None:
-            line += "\n" + self.formatException(record.exc_info)
+            trace = self.formatException(record.exc_info)
+            line += "".join(f"\n  | {part.translate(_TEXT_ESCAPES)}" for part in trace.split("\n"))
         return line
 
 

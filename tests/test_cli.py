@@ -113,6 +113,32 @@ def test_check_refuses_bad_configuration(env: dict[str, str], message: str, tmp_
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("redirect_uri", "problem"),
+    [
+        ("javascript:alert(1)", "'javascript:alert(1)': the scheme 'javascript' is refused"),
+        ("java\tscript:alert(1)", "'java\\tscript:alert(1)' is not a URI"),
+        ("http://rp.example/cb", "http is allowed only to a loopback host"),
+    ],
+)
+def test_check_refuses_a_redirect_uri_outside_rfc_8252(
+    redirect_uri: str, problem: str, tmp_path: Path
+) -> None:
+    """A registry with a javascript:, hidden-character or non-loopback http redirect URI makes
+    `jargate check` exit 2 with one line naming the file, client, field and rule."""
+    registry = tmp_path / "clients.yaml"
+    registry.write_text(
+        "clients:\n  - client_id: spa\n    redirect_uris: [" + json.dumps(redirect_uri) + "]\n"
+    )
+    result = run("check", "--offline", **BASE, JARGATE_CLIENTS_FILE=str(registry))
+    assert 2 == result.returncode
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"jargate: JARGATE_CLIENTS_FILE {registry}: client 'spa': redirect_uris: "
+    )
+    assert problem in line
+
+
 def test_keys_generate_and_public(tmp_path: Path) -> None:
     """`keys generate` prints a private JWKS the gateway loads; `keys public` its public half."""
     result = run("keys", "generate", "--alg", "PS256", "--kid", "k-2026")

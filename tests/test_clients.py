@@ -132,6 +132,77 @@ def test_bad_clients_are_refused_naming_client_and_field(
     assert message in str(caught.value)
 
 
+SCHEME_RULE = "redirect URIs must be https, http to a loopback host, or a private-use scheme"
+NOT_A_URI = "is not a URI: only RFC 3986 characters are allowed"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("javascript:alert(1)", f"the scheme 'javascript' is refused; {SCHEME_RULE}"),
+        ("javascript://rp.example/%0aalert(1)", "the scheme 'javascript' is refused"),
+        ("data:text/html;base64,PHNjcmlwdD4=", "the scheme 'data' is refused"),
+        ("vbscript:msgbox(1)", "the scheme 'vbscript' is refused"),
+        ("file:///etc/passwd", "the scheme 'file' is refused"),
+        ("blob:https://rp.example/0b1c", "the scheme 'blob' is refused"),
+        ("about:blank", "the scheme 'about' is refused"),
+        ("myapp:/cb", "the scheme 'myapp' is refused"),
+        ("ftp://rp.example/cb", "the scheme 'ftp' is refused"),
+        ("JavaScript:alert(1)", "the scheme 'JavaScript' is refused"),
+        ("HTTPS://rp.example/cb", "the scheme must be lowercase"),
+        (" JavaScript:alert(1)", NOT_A_URI),
+        ("java\tscript:alert(1)", NOT_A_URI),
+        ("java\nscript:alert(1)", NOT_A_URI),
+        ("\x00javascript:alert(1)", NOT_A_URI),
+        ("https://rp.example/cb ", NOT_A_URI),
+        ("https://rp.example/c\u2028b", NOT_A_URI),
+        ("https://rp.example/caf\u00e9", NOT_A_URI),
+        ("https://rp.example/%zz", "a % must start a percent-encoded octet"),
+        ("http://rp.example/cb", "http is allowed only to a loopback host"),
+        ("http://10.0.0.1/cb", "http is allowed only to a loopback host"),
+        ("http://127.0.0.1.nip.io/cb", "http is allowed only to a loopback host"),
+        ("http://localhost.rp.example/cb", "http is allowed only to a loopback host"),
+        ("http://[::ffff:127.0.0.1]/cb", "http is allowed only to a loopback host"),
+        ("https://rp.example@evil.example/cb", "must not contain user information"),
+        ("https:///cb", "is not an absolute URI (no host)"),
+        ("https://rp.example:99999/cb", "Port out of range"),
+    ],
+)
+def test_redirect_uris_outside_rfc_8252_are_refused(uri: str, message: str) -> None:
+    """Only https, http to loopback and private-use schemes with a dot load; every other
+    scheme or hidden character stops loading, naming the client, the field and the rule."""
+    with pytest.raises(RegistryError) as caught:
+        registry_of(client(redirect_uris=["https://rp.example/ok", uri]))
+    assert f"client 'c1': redirect_uris: {uri!r}" in str(caught.value)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "look_alike"),
+    [
+        ("https://rp.example/cb", "http://rp.example/cb"),
+        ("https://rp.example:8443/cb?tenant=a%20b&x=1", "https://rp.example:8443/cb?tenant=a b"),
+        ("http://127.0.0.1/cb", "http://127.0.0.1.nip.io/cb"),
+        ("http://127.0.0.1:51004/oauth2redirect", "http://10.0.0.1:51004/oauth2redirect"),
+        ("http://127.10.20.30:8080/cb", "http://128.0.0.1:8080/cb"),
+        ("http://[::1]:8080/cb", "http://[::2]:8080/cb"),
+        ("http://localhost/cb", "http://localhost.rp.example/cb"),
+        ("com.example.app:/oauth2redirect/provider", "exampleapp:/oauth2redirect/provider"),
+        ("com.example.app://cb", "comexampleapp://cb"),
+    ],
+)
+def test_rfc_8252_redirect_uris_load_and_their_look_alikes_do_not(
+    allowed: str, look_alike: str
+) -> None:
+    """https, http to a loopback host and private-use schemes with a dot are registered as
+    written; the nearest URI outside those rules is refused."""
+    registered = registry_of(client(redirect_uris=[allowed])).get("c1")
+    assert registered is not None
+    assert (allowed,) == registered.meta.redirect_uris
+    with pytest.raises(RegistryError, match="client 'c1': redirect_uris: "):
+        registry_of(client(redirect_uris=[allowed, look_alike]))
+
+
 def test_http_request_uris_need_the_test_setting() -> None:
     """An http request_uri prefix is allowed only with JARGATE_REQUEST_URI_ALLOW_HTTP."""
     registry = registry_of(

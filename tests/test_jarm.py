@@ -329,6 +329,30 @@ async def test_replayed_callback_gets_no_second_response(client: TestClient[Any,
     assert "invalid_request" == (await second.json())["error"]
 
 
+@pytest.mark.parametrize("mode", ["query", "query.jwt"])
+async def test_upstream_error_description_reaches_the_client_in_rfc_6749_characters(
+    client: TestClient[Any, Any], mode: str
+) -> None:
+    """An upstream error whose error_description has a quote, a backslash, é and § reaches the
+    client, plainly or inside the JWT, with those in RFC 6749's characters only."""
+    response, _ = await authorize(
+        client, client_id="jarm", response_type="code", response_mode=mode, prompt="login"
+    )
+    saved = parse_qs(urlsplit(response.headers["Location"]).query)["return"][0]
+    (handle,) = parse_qs(urlsplit(saved).query)["state"]
+    error = {
+        "error": "access_denied",
+        "error_description": 'refus\u00e9 "\u00a7\\',
+        "state": handle,
+    }
+    answer = await bounce(client, f"{REDIRECT}?{urlencode(error)}")
+    if mode == "query":
+        params = {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
+    else:
+        params = await verified_claims(client, response_token(answer)[1], "jarm")
+    assert ("access_denied", "refus? '?/") == (params["error"], params["error_description"])
+
+
 async def test_forged_handle_is_never_passed_on_raw(client: TestClient[Any, Any]) -> None:
     """Something that looks like a handle but is unknown gets the gateway's page, not a redirect."""
     response = await bounce(client, f"{REDIRECT}?code=c1&state={HANDLE_PREFIX}forged")

@@ -1,17 +1,22 @@
-"""The JSON log line: written field by field (proxy/observability.py), it must still be one
-valid JSON object that reads back exactly what was logged, whatever the values."""
+"""The log line, JSON or text: written field by field (proxy/observability.py), one record is
+one line that reads back exactly what was logged, whatever the values; nothing a client sends
+(a path with CR, LF or U+2028) can start a line of its own."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 import sys
+import unicodedata
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.observability import REQUEST_ID, JsonFormatter
+from proxy.observability import REQUEST_ID, JsonFormatter, TextFormatter
 
 text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
 #: The values an ``extra`` may carry: JSON's own kinds, and anything else (shown as str).
@@ -30,15 +35,18 @@ names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(
 )
 
 
-def line(message: str, extra: dict[str, Any], exc_info: Any = None) -> str:
+def line(
+    message: str, extra: dict[str, Any], exc_info: Any = None, fmt: logging.Formatter | None = None
+) -> str:
     record = logging.getLogger("jargate.test").makeRecord(
         "jargate.test", logging.WARNING, "(unknown file)", 0, message, (), exc_info, extra=extra
     )
-    return JsonFormatter().format(record)
+    return (fmt or JsonFormatter()).format(record)
 
 
 def expected(value: Any) -> Any:
-    """What ``json.dumps(value, default=str)`` reads back as (NaN stays NaN)."""
+    """What ``json.dumps(value, default=str)`` reads back as (NaN stays NaN; a tuple is a
+    list; a lone high and low surrogate side by side are one character)."""
     return json.loads(json.dumps(value, default=str))
 
 
@@ -124,3 +132,118 @@ def test_exception_is_one_escaped_field() -> None:
     assert "ValueError" == parsed["exc_type"]
     assert 'ValueError: bad "value"\nsecond line' in parsed["exc"]
     assert "\n" not in written
+
+
+# ---------------------------------------------------------------- both formats, one line
+
+#: Every character that some reader takes for the end of a line, or that a terminal obeys:
+#: controls (C0, DEL, C1), line and paragraph separators, and lone surrogates.
+UNSAFE = frozenset(
+    chr(code)
+    for code in range(sys.maxunicode + 1)
+    if unicodedata.category(chr(code)) in ("Cc", "Zl", "Zp", "Cs")
+)
+any_text = st.text(st.characters(blacklist_categories=[]), max_size=40)
+#: The line's own fields, which neither format writes as extras.
+OWN = set(logging.makeLogRecord({}).__dict__) | {
+    *("message", "asctime", "ts", "level", "logger", "request_id", "exc", "exc_type")
+}
+any_key = st.text(st.characters(blacklist_categories=[]), min_size=1, max_size=12).filter(
+    lambda key: not key.startswith("_") and key not in OWN
+)
+QUOTED = r'"(?:[^"\\]|\\.)*"'
+PAIR = rf'({QUOTED}|[^\s"=]+)=({QUOTED}|[^\s"]+)'
+TEXT_LINE = re.compile(
+    rf'\S+ +\S+: (?:\[({QUOTED}|[^\s"\[\]]+)\] )?'
+    rf'({QUOTED}|[^\s"\[][^\s"]*(?: [^\s"]+)*)(?:  ({PAIR}(?: {PAIR})*))?'
+)
+
+
+def text_field(written: str) -> str:
+    """A field of a text line as it was logged (quoted ones are Python string literals)."""
+    return str(ast.literal_eval(written)) if written.startswith('"') else written
+
+
+def read_text_line(written: str) -> tuple[str | None, str, dict[str, str]]:
+    """(request id, message, extras) of one text line; fails unless the whole line parses."""
+    match = TEXT_LINE.fullmatch(written)
+    assert match is not None, written
+    request_id, message, extras = match.group(1), match.group(2), match.group(3) or ""
+    pairs = {
+        text_field(key): text_field(value) for key, value in re.findall(rf"{PAIR}(?: |$)", extras)
+    }
+    return None if request_id is None else text_field(request_id), text_field(message), pairs
+
+
+def read_back(fmt: str, written: str) -> tuple[str | None, str, dict[str, Any]]:
+    """(request id, message, extras) of one line in either format."""
+    if fmt == "text":
+        return read_text_line(written)
+    parsed = json.loads(written)
+    extras = {k: v for k, v in parsed.items() if k not in {"ts", "level", "logger", "msg"}}
+    return extras.pop("request_id", None), parsed["msg"], extras
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    return TextFormatter() if fmt == "text" else JsonFormatter()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+@given(
+    message=any_text,
+    extra=st.dictionaries(any_key, values, max_size=5),
+    request_id=st.one_of(st.none(), any_text.filter(bool)),
+)
+def test_any_record_is_one_line_that_reads_back(
+    fmt: str, message: str, extra: dict[str, Any], request_id: str | None
+) -> None:
+    """Any message, extra key and value and request id (controls, CR, LF, U+0085, U+2028,
+    quotes, backslashes, spaces, lone surrogates): exactly one line, no unsafe character,
+    and each field reads back as logged."""
+    token = REQUEST_ID.set(request_id)
+    try:
+        written = line(message, extra, fmt=formatter(fmt))
+    finally:
+        REQUEST_ID.reset(token)
+    assert [written] == written.splitlines()
+    assert set() == UNSAFE & set(written)
+    if fmt == "json":
+        logged = expected((request_id, message, extra))
+    else:
+        logged = [request_id, message, {k: str(v) for k, v in extra.items()}]
+    assert logged == list(read_back(fmt, written))
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+@given(message=any_text, error=any_text)
+def test_a_traceback_cannot_forge_a_record(fmt: str, message: str, error: str) -> None:
+    """With an exception whose text has line breaks and controls: JSON stays one line; text
+    continues on lines that each begin with "  | " and carry no unsafe character."""
+    try:
+        raise ValueError(error)
+    except ValueError:
+        written = line(message, {}, sys.exc_info(), fmt=formatter(fmt))
+    first, *continued = written.split("\n")
+    assert (expected(message) if fmt == "json" else message) == read_back(fmt, first)[1]
+    assert set() == UNSAFE & set(first)
+    if fmt == "json":
+        assert [] == continued
+        trace = json.loads(written)["exc"]
+        assert trace.startswith("Traceback (most recent call last):\n")
+        assert expected(error) in trace
+        return
+    assert continued[0] == "  | Traceback (most recent call last):"
+    for each in continued:
+        assert each.startswith("  | ")
+        assert set() == UNSAFE & set(each)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_every_unsafe_character_is_escaped(fmt: str) -> None:
+    """All of Unicode's controls, line and paragraph separators and surrogates in one message:
+    one line, none of them in it, the message read back whole."""
+    message = "x".join(sorted(UNSAFE))
+    written = line(message, {"path": message}, fmt=formatter(fmt))
+    assert [written] == written.splitlines()
+    assert set() == UNSAFE & set(written)
+    assert (message, message) == (read_back(fmt, written)[1], read_back(fmt, written)[2]["path"])

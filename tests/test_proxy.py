@@ -15,11 +15,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observability import Metrics, metrics_app
+from proxy.observability import JsonFormatter, Metrics, TextFormatter, metrics_app
 from proxy.store import RedisStore
 from tests.conftest import AiohttpClient, GatewayFactory, Legacy
 from tests.legacy_upstream import pattern
 from tests.support import RedisServer, free_port, raw_url
+from tests.test_observability import read_text_line
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
@@ -429,6 +430,35 @@ async def test_access_log_has_request_id_and_no_query(
     ]
     for record in records:
         assert "SECRET" not in json.dumps({k: str(v) for k, v in record.__dict__.items()})
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_line_breaks_in_the_path_cannot_forge_a_log_line(
+    gateway: GatewayFactory, legacy: Legacy, fmt: str
+) -> None:
+    """CR, U+2028, U+0085, VT and FF percent-encoded in the request target (decoded into the
+    path) write exactly one access line, in which the path reads back whole."""
+    client = await gateway()
+    target = "/a%0Dinfo%20%20%20%20jargate.access:%20forged%E2%80%A8x%C2%85y%0Bz%0C"
+    path = "/a\rinfo    jargate.access: forged\u2028x\x85y\x0bz\x0c"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
+    access = logging.getLogger("jargate.access")
+    level, access.level = access.level, logging.DEBUG
+    access.addHandler(handler)
+    try:
+        response = await client.session.get(raw_url(client, target))
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert 200 == response.status
+    assert [target] == [r.raw_path for r in legacy.recorder.requests]
+    (written,) = stream.getvalue().splitlines()
+    if fmt == "text":
+        assert path == read_text_line(written)[2]["path"]
+    else:
+        assert path == json.loads(written)["path"]
 
 
 async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) -> None:

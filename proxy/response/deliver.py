@@ -23,7 +23,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import ClientKeysUnavailable
-from proxy.errors import JarmKeyMissing
+from proxy.errors import JarmKeyMissing, oauth_text
 from proxy.query import encode_query
 from proxy.response.jarm import build_jarm_response, encryption_key_for
 
@@ -34,6 +34,8 @@ _SUBMIT_SCRIPT = "document.forms[0].submit();"
 _SUBMIT_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT_SCRIPT.encode()).digest()).decode()
 
 RESPONSE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+#: Response parameters limited to RFC 6749's error characters (section 4.1.2.1).
+_OAUTH_TEXT_PARAMS = frozenset({"error", "error_description"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,14 @@ def effective_mode(destination: Destination) -> str:
 def restore_state(
     params: Iterable[tuple[str, str]], destination: Destination
 ) -> list[tuple[str, str]]:
-    """The parameters with the client's own state in place of the flow handle."""
-    result = [(name, value) for name, value in params if name != "state"]
+    """The parameters with the client's own state in place of the flow handle, and
+    ``error`` / ``error_description`` (the gateway's or the upstream's) in the characters
+    RFC 6749 allows. Every answer to a client passes here."""
+    result = [
+        (name, oauth_text(value) if name in _OAUTH_TEXT_PARAMS else value)
+        for name, value in params
+        if name != "state"
+    ]
     if destination.state is not None:
         result.append(("state", destination.state))
     return result
