@@ -1,6 +1,7 @@
 """Persistent connections to the upstream (RFC 9112 section 9.3), on both paths, and the
 rule that makes keeping them safe: no byte the upstream sent outside the answer to a
-request is ever read as the answer to another.
+request is ever read as the answer to another (RFC 9112 section 6.3: a client must not
+process extra data after a response as a separate response).
 
 aiohttp's client protocol parses whatever arrives, whenever it arrives: bytes written
 after a complete answer (a body longer than its ``Content-Length``, a body on a HEAD, 204
