@@ -11,8 +11,10 @@ parser frames, bounds and times the answer exactly as the session's does; only w
 the request line and headers (with aiohttp's own serialiser, which refuses control
 characters) and keeping the connections are done here.
 
-A connection is kept only when its answer was read to the end and neither side asked to
-close it, for at most :data:`KEEPALIVE_SECONDS` of idleness (aiohttp's own default).
+A connection is kept only when its answer was read to the end, nothing is left after
+it and neither side asked to close it, for at most :data:`KEEPALIVE_SECONDS` of idleness
+(aiohttp's own default); a byte arriving while it is kept closes it
+(:class:`proxy.persistence.GuardedResponseHandler`).
 A kept connection that the upstream closed meanwhile is retried once on a new one, as
 aiohttp does for idempotent requests (RFC 9112 §9.3.1). Requests with a body, other
 methods and ``https://`` upstreams go through the session.
@@ -29,12 +31,13 @@ import time
 from collections import deque
 
 from aiohttp import ClientOSError, ServerDisconnectedError
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from .persistence import GuardedResponseHandler
 
 #: Idle connections older than this are closed, not reused (aiohttp's TCPConnector default).
 KEEPALIVE_SECONDS = 15.0
@@ -52,7 +55,7 @@ class Answer:
         self,
         message: RawResponseMessage,
         content: StreamReader,
-        protocol: ResponseHandler,
+        protocol: GuardedResponseHandler,
         pool: KeptConnections,
     ) -> None:
         self.status: int = message.code
@@ -61,7 +64,7 @@ class Answer:
         self.content = content
         length = message.headers.get("Content-Length")
         self.content_length = int(length) if length is not None else None
-        self._protocol: ResponseHandler | None = protocol
+        self._protocol: GuardedResponseHandler | None = protocol
         self._pool = pool
 
     def release(self) -> None:
@@ -85,7 +88,7 @@ class KeptConnections:
         self._read_timeout = read_timeout
         #: Idle connections and when each went idle, the most recent last: the most recent
         #: is used first, the oldest are closed once expired.
-        self._idle: deque[tuple[ResponseHandler, float]] = deque()
+        self._idle: deque[tuple[GuardedResponseHandler, float]] = deque()
 
     async def request(self, method: str, target: str, headers: CIMultiDict[str]) -> Answer:
         """Send ``method target`` with exactly ``headers`` (``Host`` added when missing) and
@@ -127,29 +130,32 @@ class KeptConnections:
             return Answer(message, content, protocol, self)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _connection(self) -> tuple[ResponseHandler, bool]:
+    async def _connection(self) -> tuple[GuardedResponseHandler, bool]:
         """A connection to send on, and whether it was kept from an earlier request."""
         now = time.monotonic()
         while self._idle:
             protocol, since = self._idle.pop()
             if protocol.is_connected() and now - since < KEEPALIVE_SECONDS:
+                protocol.idle = False
                 return protocol, True
             protocol.close()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: ResponseHandler(loop), self._host, self._port
+                lambda: GuardedResponseHandler(loop), self._host, self._port
             )
         return protocol, False
 
-    def give_back(self, protocol: ResponseHandler) -> None:
-        """Keep ``protocol`` for the next request, or close it; close the oldest idle
+    def give_back(self, protocol: GuardedResponseHandler) -> None:
+        """Keep ``protocol`` for the next request, or close it (when anything is left
+        after its answer, see :mod:`proxy.persistence`); close the oldest idle
         connections that expired meanwhile (the most recent are used first, so under a
         steady light load the others would otherwise stay open)."""
         now = time.monotonic()
         if protocol.should_close or not protocol.is_connected():
             protocol.close()
         else:
+            protocol.idle = True
             self._idle.append((protocol, now))
         while self._idle and now - self._idle[0][1] >= KEEPALIVE_SECONDS:
             self._idle.popleft()[0].close()

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .keepalive import METHODS as KEPT_METHODS
 from .keepalive import KeptConnections
+from .persistence import GuardedConnector
 from .settings import Network, Settings
 
 #: RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies still see.
@@ -258,9 +259,10 @@ class Upstream:
     @staticmethod
     def create_session(settings: Settings) -> aiohttp.ClientSession:
         """The pooled session: no cookie jar (users must never share cookies), no
-        decompression, no proxy from the environment."""
+        decompression, no proxy from the environment; a pooled connection with anything
+        unread is closed (:mod:`proxy.persistence`)."""
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30),
+            connector=GuardedConnector(limit=0, ttl_dns_cache=30),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,

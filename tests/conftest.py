@@ -20,6 +20,7 @@ from proxy.observability import Metrics
 from proxy.store import MemoryStore, RedisStore, Store
 from tests.jar import client_registry
 from tests.legacy_upstream import Recorder, legacy_app
+from tests.raw_upstream import RawUpstream, Script
 from tests.support import make_settings, shared_redis_url
 
 # Property-based tests: a few examples in `make test`, a long campaign in `make fuzz`.
@@ -124,6 +125,25 @@ def gateway(
         return await aiohttp_client(app)
 
     return make
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Script], RawUpstream]]:
+    """Scripted raw upstreams (tests/raw_upstream.py), stopped after the test."""
+    started: list[RawUpstream] = []
+
+    def start(script: Script) -> RawUpstream:
+        upstream = RawUpstream(script)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        if upstream.server is not None:
+            upstream.server.close()
+            for writer in upstream.writers:
+                writer.close()
+            await upstream.server.wait_closed()
 
 
 @pytest.fixture(scope="module")

@@ -1,106 +1,30 @@
-"""GET and HEAD to the upstream on kept-alive connections (proxy/keepalive.py).
+"""Kept-alive connections to the upstream: GET and HEAD on proxy/keepalive.py, the rest on
+the session's pool, both on proxy/persistence.py's guarded protocol.
 
-The upstream here is a raw HTTP/1.1 server on loopback that writes the bytes each test
-scripts and records every connection and every request head it receives, so that what
+The upstream here is tests/raw_upstream.py's scripted raw HTTP/1.1 server, so that what
 goes over the wire is seen exactly."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import inspect
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import TCPConnector, client_proto
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_parser import HttpResponseParser, HttpResponseParserPy
+from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import keepalive
-from proxy.app import create_app
 from proxy.keepalive import KeptConnections
-from proxy.keyring import Keyring
-from proxy.store import MemoryStore
 from tests.conftest import AiohttpClient
-from tests.support import make_settings
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-
-#: What the upstream answers to the n-th request on a connection (0-based, per
-#: connection), and whether it then closes that connection.
-Script = Callable[[int, int], tuple[bytes, bool]]
-
-
-@dataclass
-class RawUpstream:
-    """A scripted HTTP/1.1 upstream: ``script(connection, request)`` gives the answer."""
-
-    script: Script
-    #: Seconds before each answer (to make concurrent requests overlap).
-    delay: float = 0.0
-    heads: list[bytes] = field(default_factory=list)
-    connections: int = 0
-    #: Connections still open on the upstream's side.
-    open: int = 0
-    server: asyncio.Server | None = None
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        number = self.connections
-        self.connections += 1
-        self.open += 1
-        self.writers.append(writer)
-        try:
-            for index in range(100):
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                answer, close = self.script(number, index)
-                await asyncio.sleep(self.delay)
-                writer.write(answer)
-                await writer.drain()
-                if close:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.open -= 1
-            writer.close()
-
-
-@pytest.fixture
-async def raw_upstream() -> AsyncIterator[Callable[[Script], RawUpstream]]:
-    started: list[RawUpstream] = []
-
-    def start(script: Script) -> RawUpstream:
-        upstream = RawUpstream(script)
-        started.append(upstream)
-        return upstream
-
-    yield start
-    for upstream in started:
-        if upstream.server is not None:
-            upstream.server.close()
-            for writer in upstream.writers:
-                writer.close()
-            await upstream.server.wait_closed()
-
-
-async def through_gateway(
-    aiohttp_client: AiohttpClient, upstream: RawUpstream, path: str = ""
-) -> TestClient[Any, Any]:
-    upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
-    app: web.Application = create_app(
-        make_settings(upstream.url + path, upstream_read_timeout_seconds=2.0),
-        keyring=Keyring.throwaway(),
-        store=MemoryStore(),
-    )
-    return await aiohttp_client(app)
+from tests.raw_upstream import OK, Answer, RawUpstream, Script, through_gateway
 
 
 async def test_gets_share_one_kept_connection(
@@ -343,3 +267,172 @@ async def test_absolute_form_target_is_refused(
     assert b'"invalid_request"' in answer
     assert b"Location:" not in answer
     assert (0, []) == (upstream.connections, upstream.heads)
+
+
+#: An answer an attacker would have a kept connection's next reader take for its own.
+FORGED = (
+    b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\n"
+    b"Set-Cookie: session=attacker; Path=/\r\nContent-Length: 0\r\n\r\n"
+)
+#: Where the forged answer is cut in two: its status line and Location, then the rest.
+HELD = FORGED.index(b"Set-Cookie")
+
+
+async def own_answer(client: TestClient[Any, Any], method: str) -> tuple[object, ...]:
+    """Status, body, Location and Set-Cookie of one more request, as another user."""
+    body = b"a=1" if method == "POST" else None
+    response = await client.request(method, "/page", data=body, allow_redirects=False)
+    headers = response.headers
+    return (
+        response.status,
+        await response.text(),
+        headers.get("Location"),
+        headers.get("Set-Cookie"),
+    )
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize(
+    "written",
+    [FORGED, b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n", b"\r\n"],
+    ids=["forged 302 with a cookie", "408", "empty line"],
+)
+async def test_bytes_on_an_idle_connection_close_it(
+    aiohttp_client: AiohttpClient,
+    raw_upstream: Callable[[Script], RawUpstream],
+    method: str,
+    written: bytes,
+) -> None:
+    """Any byte written on a kept connection while no request is on it (a forged 302
+    with a cookie, a 408 before the upstream closes, even an empty line) closes that
+    connection: the next user's request goes on a new one and gets its own answer. GET on
+    kept connections, POST on the session's pool, each kept after a clean answer."""
+    upstream = raw_upstream(
+        lambda connection, request: (
+            (OK, 0.05, written) if (connection, request) == (0, 1) else OK,
+            False,
+        )
+    )
+    client = await through_gateway(aiohttp_client, upstream)
+    for _ in range(2):
+        assert (200, "hello", None, None) == await own_answer(client, method)
+    await upstream.wait_written(2)
+    await asyncio.sleep(0.05)  # the gateway reads what arrived
+    assert (200, "hello", None, None) == await own_answer(client, method)
+    assert [2, 1] == upstream.served
+
+
+@pytest.mark.parametrize("parser", ["C", "Python"])
+@pytest.mark.parametrize("rest", ["while idle", "with the next answer"])
+@pytest.mark.parametrize(
+    ("method", "answer"),
+    [
+        ("GET", OK),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n"),
+    ],
+    ids=["body longer than its length", "HEAD with a body", "204 with a body", "304 with a body"],
+)
+async def test_bytes_after_an_answer_in_its_read_close_its_connection(
+    aiohttp_client: AiohttpClient,
+    raw_upstream: Callable[[Script], RawUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+    parser: str,
+    rest: str,
+    method: str,
+    answer: bytes,
+) -> None:
+    """The start of a forged answer in the same read as the end of a kept GET's or HEAD's
+    answer (held by aiohttp's C or Python parser, the rest written later) ends that
+    connection: the first user gets the real answer, the next one its own on a new one."""
+    if parser == "Python":
+        monkeypatch.setattr(client_proto, "HttpResponseParser", HttpResponseParserPy)
+    first = (
+        (answer + FORGED[:HELD], 0.05, FORGED[HELD:])
+        if rest == "while idle"
+        else answer + FORGED[:HELD]
+    )
+
+    def script(connection: int, request: int) -> tuple[Answer, bool]:
+        if connection > 0:
+            return OK, False
+        return (first, False) if request == 0 else (FORGED[HELD:] + OK, False)
+
+    upstream = raw_upstream(script)
+    client = await through_gateway(aiohttp_client, upstream)
+    response = await client.request(method, "/page")
+    assert (int(answer[9:12]), answer.partition(b"\r\n\r\n")[2], None) == (
+        response.status,
+        await response.read(),
+        response.headers.get("Location"),
+    )
+    await upstream.wait_written(1)
+    await asyncio.sleep(0.05)  # the gateway reads what arrived
+    assert (200, "hello", None, None) == await own_answer(client, "GET")
+    assert [1, 1] == upstream.served
+
+
+#: A chunked answer whose last chunk comes in a later read (see the test below).
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    0.05,
+    b"0\r\n\r\n",
+)
+
+
+@pytest.mark.parametrize("glued", ["a whole answer", "the start of one"])
+async def test_bytes_after_a_posted_answer_in_its_read_close_its_connection(
+    aiohttp_client: AiohttpClient, raw_upstream: Callable[[Script], RawUpstream], glued: str
+) -> None:
+    """A forged answer, whole or its start, in the same read as the end of a POST's
+    answer (its head came earlier, so the session's pool takes the connection back while
+    that read is parsed) ends the connection: the next user gets its own answer. Before
+    it, a chunked answer ending the same way with nothing after it left the connection
+    kept."""
+    tail = FORGED if glued == "a whole answer" else FORGED[:HELD]
+    answers: list[Answer] = [CHUNKED, (OK[:-5], 0.05, b"hello" + tail), FORGED[HELD:] + OK]
+    upstream = raw_upstream(
+        lambda connection, request: (answers[request] if connection == 0 else OK, False)
+    )
+    client = await through_gateway(aiohttp_client, upstream)
+    for _ in range(2):
+        assert (200, "hello", None, None) == await own_answer(client, "POST")
+    await upstream.wait_written(2)
+    assert (200, "hello", None, None) == await own_answer(client, "POST")
+    assert [2, 1] == upstream.served
+
+
+@pytest.mark.parametrize("parser", [HttpResponseParser, HttpResponseParserPy], ids=["C", "Python"])
+async def test_the_aiohttp_internals_relied_on_are_unchanged(parser: type[Any]) -> None:
+    """What proxy/keepalive.py and proxy/persistence.py use of aiohttp's internals is
+    there and behaves as they expect (pyproject.toml pins aiohttp to 3.14): a release that
+    changes any of it fails here, loudly."""
+    from proxy.persistence import GuardedConnector, GuardedResponseHandler, holds_a_message_start
+
+    assert aiohttp.__version__.startswith("3.14.")
+    assert b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" == _serialize_headers(
+        "GET / HTTP/1.1", CIMultiDict(Host="a")
+    )
+    assert {"skip_payload", "read_until_eof", "auto_decompress", "read_timeout"} <= set(
+        inspect.signature(ResponseHandler.set_response_params).parameters
+    )
+    assert isinstance(inspect.getattr_static(ResponseHandler, "should_close"), property)
+    assert ["self", "key", "traces"] == list(inspect.signature(TCPConnector._get).parameters)
+    release = inspect.signature(TCPConnector._release).parameters
+    assert ["self", "key", "protocol", "should_close"] == list(release)
+    assert inspect.Parameter.KEYWORD_ONLY == release["should_close"].kind
+    connector = GuardedConnector()
+    assert isinstance(connector._factory(), GuardedResponseHandler)
+    await connector.close()
+    # Between two messages, what the parser holds is seen by holds_a_message_start.
+    loop = asyncio.get_running_loop()
+    protocol = ResponseHandler(loop)
+    protocol.set_response_params()
+    assert HttpResponseParser is vars(client_proto)["HttpResponseParser"]  # what tests switch
+    assert isinstance(protocol._parser, HttpResponseParser)
+    assert False is protocol._should_close
+    state = protocol._parser = parser(protocol, loop, 2**16, response_with_body=True)
+    messages, upgraded, tail = state.feed_data(OK)
+    assert (1, False, b"", False) == (len(messages), upgraded, tail, holds_a_message_start(state))
+    assert (0, True) == (len(state.feed_data(FORGED[:HELD])[0]), holds_a_message_start(state))
