@@ -192,7 +192,7 @@ async def verify_client_assertion(
     key = hashed_key("assertion", client.client_id, jti)
     issued = issued_since(exp, nbf, iat, MAX_ASSERTION_SECONDS)
     try:
-        await claim_jti(app[appkeys.STORE], JtiClaim(key, exp + skew - now, issued, skew))
+        await claim_jti(app[appkeys.STORE], JtiClaim(key, exp + skew - now, issued))
     except ReplayedObject:
         raise InvalidClient("this client assertion was already used (replay)") from None
     except ForgottenByStore as forgotten:

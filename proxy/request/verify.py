@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -322,9 +323,6 @@ class JtiClaim:
     key: str
     ttl: float
     issued: float
-    #: Allowed clock difference: a JWT made this long before the store's memory began
-    #: could have been used before it (its maker's clock may run that far behind).
-    skew: float = 0.0
 
 
 def jti_claim(
@@ -344,11 +342,10 @@ def jti_claim(
         jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(verified.payload).hexdigest()
     )
     exp = float(claims["exp"])
-    skew = settings.clock_skew_seconds
     longest = settings.max_request_object_lifetime_seconds
     issued = issued_since(exp, claims.get("nbf"), claims.get("iat"), longest)
-    ttl = max(1.0, exp + skew - now)
-    return JtiClaim(hashed_key("jti", client.client_id, identity), ttl, issued, skew)
+    ttl = max(1.0, exp + settings.clock_skew_seconds - now)
+    return JtiClaim(hashed_key("jti", client.client_id, identity), ttl, issued)
 
 
 async def claim_jti(store: Store, claim: JtiClaim) -> None:
@@ -358,8 +355,9 @@ async def claim_jti(store: Store, claim: JtiClaim) -> None:
     anything is forwarded or pushed."""
     if not await store.claim_once(claim.key, claim.ttl):
         raise ReplayedObject()
-    # Read after the claim: its round trip is where a reset is learnt.
-    if claim.issued < store.memory_since + claim.skew:
+    # Read after the claim: its round trip is where a reset is learnt. NumericDates are
+    # whole seconds, so one made in the second the memory began counts as after it.
+    if claim.issued < math.floor(store.memory_since):
         log.warning(
             "a JWT issued before the store's memory began was refused",
             extra={"issued": claim.issued, "memory_since": store.memory_since},
