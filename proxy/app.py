@@ -24,6 +24,7 @@ from .request.authorize import authorize
 from .request.obtain import create_fetch_session
 from .request.par import push
 from .response.complete import relay_or_complete
+from .serving import drop_server_banner
 from .settings import Settings
 from .store import Store, build_store
 from .upstream import Upstream, canonical_path
@@ -91,6 +92,7 @@ def create_app(
             "max_headers": settings.max_headers,
         },
     )
+    app.on_response_prepare.append(drop_server_banner)
     app[appkeys.SETTINGS] = settings
     app[appkeys.REGISTRY] = registry
     app[appkeys.KEYRING] = keyring
