@@ -26,6 +26,7 @@ from .request.obtain import create_fetch_session
 from .request.par import push
 from .response.complete import relay_or_complete, scans
 from .routing import Route, Router
+from .serving import drop_server_banner
 from .settings import Settings
 from .store import Store, build_store
 from .upstream import Upstream
@@ -98,6 +99,7 @@ def create_app(
             "auto_decompress": False,
         },
     )
+    app.on_response_prepare.append(drop_server_banner)
     app[appkeys.SETTINGS] = settings
     app[appkeys.REGISTRY] = registry
     app[appkeys.KEYRING] = keyring

@@ -36,6 +36,7 @@ from .keyring import (
 from .metadata import issuer_problem, jwks_advice, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
 from .request.make import make_request_object, par_form
+from .serving import gateway_runner
 from .settings import Settings, SettingsError, load_settings
 from .store import build_store
 from .upstream import Upstream
@@ -121,7 +122,7 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    runner = gateway_runner(app, settings, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     runners = [runner]
     try:
@@ -131,7 +132,7 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
         await site.start()
         log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}"})
         if settings.metrics_port:
-            metrics_runner = web.AppRunner(metrics_app(metrics), access_log=None)
+            metrics_runner = gateway_runner(metrics_app(metrics), settings)
             await metrics_runner.setup()
             runners.append(metrics_runner)
             # With several workers each serves its own counters (README, "Workers").

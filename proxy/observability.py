@@ -29,6 +29,7 @@ from prometheus_client.exposition import generate_latest
 
 from .errors import GatewayError, ServerError, StoreUnavailable, TemporarilyUnavailable, error_page
 from .routing import PASS_THROUGH, ROUTE, Handler
+from .serving import drop_server_banner
 from .settings import Network
 from .upstream import is_trusted
 
@@ -361,6 +362,7 @@ def metrics_app(metrics: Metrics) -> web.Application:
         return response
 
     app = web.Application()
+    app.on_response_prepare.append(drop_server_banner)
     app.router.add_get("/metrics", handle)
     return app
 

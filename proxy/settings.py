@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     #: Plain authorization requests (anyone can make them) waiting at a login page that
     #: one address (an IPv6 /64) may have the store keep.
     max_pending_plain_flows_per_address: int = Field(default=256, ge=1, le=100_000)
+    # Client connections (proxy/serving.py): a request head must be complete this long after
+    # the connection opened or its first byte arrived; the keep-alive default lies above the
+    # idle timeout of common load balancers, so they never reuse a connection just closed.
+    request_head_timeout_seconds: float = Field(default=10.0, ge=1, le=120)
+    keepalive_timeout_seconds: float = Field(default=75.0, ge=1, le=3600)
     # Input limits (proxy/limits.py): each breach is a clean 4xx.
     max_header_bytes: int = Field(default=32768, ge=4096, le=65536)
     max_headers: int = Field(default=100, ge=16, le=256)

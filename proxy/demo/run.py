@@ -28,6 +28,7 @@ from proxy.clients import load_registry
 from proxy.demo.legacy import Recorder, legacy_app
 from proxy.keyring import Keyring, generate_private_jwks, prepare_key, public_jwks_of
 from proxy.request.make import make_request_object, par_form
+from proxy.serving import GatewayRunner, gateway_runner
 from proxy.settings import Settings
 from proxy.store import MemoryStore
 
@@ -87,7 +88,7 @@ class Demo:
                 "log_level": "warning",
             }
         )
-        self.runners: list[web.AppRunner] = []
+        self.runners: list[GatewayRunner] = []
 
     async def start(self) -> None:
         """Both servers, on their pre-bound loopback sockets."""
@@ -99,7 +100,7 @@ class Demo:
             (legacy_app(self.issuer, self.recorder), self.legacy_sock),
             (gateway, self.gateway_sock),
         ):
-            runner = web.AppRunner(app, access_log=None)
+            runner = gateway_runner(app, self.settings)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             self.runners.append(runner)
