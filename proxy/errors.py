@@ -8,8 +8,8 @@ Every refusal the gateway makes is one of these, each with the RFC's short code:
     │   ├── MethodNotAllowed                                    405
     │   └── PolicyRefusal             (report mode lets it pass)
     ├── InvalidRequestObject          invalid_request_object    400
-    │   ├── ReplayedObject
-    │   └── ForgottenByStore
+    │   └── ReplayedObject
+    │       └── ForgottenByStore
     ├── InvalidRequestUri             invalid_request_uri       400
     ├── RequestNotSupported           request_not_supported     400
     ├── RequestUriNotSupported        request_uri_not_supported 400
@@ -136,7 +136,7 @@ class ReplayedObject(InvalidRequestObject):
     description = "this request object was already used (replay)"
 
 
-class ForgottenByStore(InvalidRequestObject):
+class ForgottenByStore(ReplayedObject):
     """Made before the store's memory began (a Redis restarted empty): it may have been used
     before, unremembered, so it is refused as a replay would be."""
 

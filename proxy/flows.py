@@ -102,14 +102,17 @@ class PendingFlow:
     also: tuple[tuple[str, Bindable, float], ...] = ()
 
 
-async def store_pending(store: Store, pending: PendingFlow, browser: str) -> None:
+async def store_pending(
+    store: Store, pending: PendingFlow, browser: str, source: str | None = None
+) -> None:
     """Store a flow that must wait for ``browser`` (a binding digest) to come back, in one
-    round trip."""
+    round trip. ``source``: who made it, for a flow anyone can make (a plain request); the
+    store bounds what each source may have waiting."""
     forwarded = {name: value_digest(value) for name, value in pending.forwarded}
     flow = replace(pending.flow, forwarded=forwarded, browser=browser)
     entries = [(flow_key(pending.handle), flow.to_json(), pending.ttl)]
     entries.extend((key, value.bound_json(browser), ttl) for key, value, ttl in pending.also)
-    await store.put_many(entries)
+    await store.put_many(entries, unverified_source=source)
 
 
 def flow_key(handle: str) -> str:

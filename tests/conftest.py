@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +54,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def clean_redis(redis_url: str) -> str:
-    """The shared Redis, emptied for this test."""
+    """The shared Redis, emptied for this test, as a Redis that has remembered for a day
+    (its memory marker in the past: objects made before the test's gateway started are
+    not taken for ones made before a reset)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    client.set("jargate:since", repr(time.time() - 86400))
     client.close()
     return redis_url
 

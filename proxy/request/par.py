@@ -193,10 +193,10 @@ async def verify_client_assertion(
     issued = issued_since(exp, nbf, iat, MAX_ASSERTION_SECONDS)
     try:
         await claim_jti(app[appkeys.STORE], JtiClaim(key, exp + skew - now, issued))
-    except ReplayedObject:
-        raise InvalidClient("this client assertion was already used (replay)") from None
     except ForgottenByStore as forgotten:
         raise InvalidClient(forgotten.description) from None
+    except ReplayedObject:
+        raise InvalidClient("this client assertion was already used (replay)") from None
 
 
 async def _accepted_audiences(request: web.Request) -> tuple[frozenset[str], bool]:

@@ -21,7 +21,7 @@ from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
 from proxy.flows import Flow, PendingFlow, store_pending, take_flow
-from proxy.upstream import UpstreamAnswer
+from proxy.upstream import UpstreamAnswer, address_group, client_address
 
 from .deliver import Destination, deliver
 from .exits import Exit, header_exit
@@ -127,7 +127,10 @@ async def relay_or_complete(
         if pending is not None:
             settings = request.app[appkeys.SETTINGS]
             browser = browser_of(request, settings)
-            await store_pending(request.app[appkeys.STORE], pending, browser.digest)
+            source = None
+            if pending.flow.source == "plain":
+                source = address_group(client_address(request, settings.trusted_proxies))
+            await store_pending(request.app[appkeys.STORE], pending, browser.digest, source)
             if browser.new:
                 extra.append(browser.set_cookie(settings))
         if page is None:
