@@ -8,7 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from . import appkeys
-from .clients import ClientRegistry, JwksCache, load_registry
+from .client_keys import JwksCache
+from .clients import ClientRegistry, load_registry
 from .keyring import Keyring, KeyringError
 from .metadata import DISCOVERY_PATHS, Metadata
 from .observability import (

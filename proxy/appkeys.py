@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from .clients import ClientRegistry, JwksCache
+from .client_keys import JwksCache
+from .clients import ClientRegistry
 from .keyring import Keyring
 from .metadata import Metadata
 from .observability import Metrics
