@@ -22,7 +22,7 @@ from .observability import (
 )
 from .query import prequote
 from .request.authorize import authorize
-from .request.obtain import create_fetch_session
+from .request.obtain import RequestUriFetches, create_fetch_session
 from .request.par import push
 from .response.complete import relay_or_complete
 from .settings import Settings
@@ -123,7 +123,7 @@ def create_app(
 
     async def fetch_ctx(app: web.Application) -> AsyncIterator[None]:
         async with create_fetch_session(settings) as session:
-            app[appkeys.FETCH] = session
+            app[appkeys.FETCH] = RequestUriFetches(session)
             yield
 
     app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx, fetch_ctx])
