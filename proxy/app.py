@@ -142,10 +142,11 @@ def create_app(
         settings.jwks_path: (frozenset({"GET"}), metadata.jwks),
     }
     for path in DISCOVERY_PATHS:
-        owned[path] = (frozenset({"GET"}), metadata.discovery)
+        owned[path] = (frozenset({"GET"}), metadata.discovery_for(path))
     owned[settings.par_path] = (frozenset({"POST", "GET", "PUT", "DELETE", "PATCH"}), push)
     if settings.upstream_jwks_path is not None:
-        owned[settings.upstream_jwks_path] = (frozenset({"GET"}), metadata.merged_jwks)
+        merged_jwks = metadata.merged_jwks_for(settings.upstream_jwks_path)
+        owned[settings.upstream_jwks_path] = (frozenset({"GET"}), merged_jwks)
 
     async def pass_through(request: web.Request) -> web.StreamResponse:
         # The gateway's own paths in another spelling (//authorize, /authorize/,

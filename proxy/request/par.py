@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from aiohttp import web
 
 from proxy import appkeys
+from proxy.bodies import BodyTooLarge, read_body
 from proxy.clients import RegisteredClient
 from proxy.errors import (
     GatewayError,
@@ -170,7 +171,7 @@ async def verify_client_assertion(
         raise InvalidClient("a request object is not a client assertion")
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
         raise InvalidClient("the assertion's iss and sub must be the client_id")
-    _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request))
+    _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request.app))
     now = time.time()
     skew = settings.clock_skew_seconds
     exp = claims.get("exp")
@@ -194,18 +195,18 @@ async def verify_client_assertion(
         raise InvalidClient("this client assertion was already used (replay)")
 
 
-async def _accepted_audiences(request: web.Request) -> tuple[frozenset[str], bool]:
-    """The audiences a client assertion may name, and whether only a string is allowed.
+async def _accepted_audiences(app: web.Application) -> tuple[frozenset[str], bool]:
+    """The audiences a client assertion may name, and whether only a string is allowed:
+    from the settings and the issuer's own discovery document, never from the request.
 
     Strict (FAPI 2.0 final, after CVE-2025-27370): the issuer alone, as a string.
     Otherwise (RFC 9126 §2): the issuer, the PAR endpoint URL or the token endpoint URL,
     as a string or in an array."""
-    app = request.app
     settings = app[appkeys.SETTINGS]
     if settings.strict_assertion_audience:
         return frozenset({settings.issuer}), True
     accepted = {settings.issuer, origin_of(settings.issuer) + settings.par_path}
-    token_endpoint = await app[appkeys.METADATA].token_endpoint(request)
+    token_endpoint = await app[appkeys.METADATA].token_endpoint(app)
     if token_endpoint is not None:
         accepted.add(token_endpoint)
     return frozenset(accepted), False
@@ -251,12 +252,10 @@ async def _push(request: web.Request) -> web.Response:
     settings = app[appkeys.SETTINGS]
     if request.content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-    limit = settings.max_body_bytes
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
     form = _form(body, settings.max_parameters)
     client = await authenticate_client(request, form)
     params = {k: v for k, v in form.items() if k not in AUTHENTICATION_PARAMETERS}
