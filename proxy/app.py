@@ -9,7 +9,8 @@ import aiohttp
 from aiohttp import web
 
 from . import appkeys
-from .clients import ClientRegistry, JwksCache, load_registry
+from .client_keys import JwksCache
+from .clients import ClientRegistry, load_registry
 from .errors import StoreUnavailable
 from .keyring import Keyring, KeyringError
 from .metadata import DISCOVERY_PATHS, Metadata
@@ -22,7 +23,7 @@ from .observability import (
 )
 from .query import prequote
 from .request.authorize import authorize
-from .request.obtain import create_fetch_session
+from .request.obtain import RequestUriFetches, create_fetch_session
 from .request.par import push
 from .response.complete import relay_or_complete, scans
 from .routing import Route, Router
@@ -137,7 +138,7 @@ def create_app(
 
     async def fetch_ctx(app: web.Application) -> AsyncIterator[None]:
         async with create_fetch_session(settings) as session:
-            app[appkeys.FETCH] = session
+            app[appkeys.FETCH] = RequestUriFetches(session)
             yield
 
     app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx, fetch_ctx])
@@ -159,11 +160,11 @@ def create_app(
         ),
         (settings.par_path, Route(settings.par_path, frozenset({"POST"}), push)),
         (settings.jwks_path, Route(settings.jwks_path, GET, metadata.jwks)),
-        *((path, Route(path, GET, metadata.discovery)) for path in DISCOVERY_PATHS),
+        *((path, Route(path, GET, metadata.discovery_for(path))) for path in DISCOVERY_PATHS),
     ]
     if settings.upstream_jwks_path is not None:
         path = settings.upstream_jwks_path
-        routes.append((path, Route(path, GET, metadata.merged_jwks)))
+        routes.append((path, Route(path, GET, metadata.merged_jwks_for(path))))
 
     async def pass_through(request: web.Request) -> web.StreamResponse:
         upstream = await app[appkeys.UPSTREAM].open(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from .clients import ClientRegistry, JwksCache
+from .client_keys import JwksCache
+from .clients import ClientRegistry
 from .keyring import Keyring
 from .metadata import Metadata
 from .observability import Metrics
+from .request.obtain import RequestUriFetches
 from .settings import Settings
 from .store import Store
 from .upstream import Upstream
@@ -24,4 +26,4 @@ OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
 JWKS_CACHE = web.AppKey("jwks_cache", JwksCache)
 METADATA = web.AppKey("metadata", Metadata)
 #: request_uri fetches: a separate session whose resolver refuses non-public addresses.
-FETCH = web.AppKey("fetch", aiohttp.ClientSession)
+FETCH = web.AppKey("fetch", RequestUriFetches)

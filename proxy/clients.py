@@ -6,25 +6,19 @@ metadata names of RFC 7591, OpenID Connect Registration, RFC 9101, RFC 9126 and 
 Unknown fields and contradictions are refused at start, naming the client and field.
 
 A client's keys are either inline (``jwks``, imported once) or fetched from its
-``jwks_uri`` by :class:`JwksCache`: cached as ``Cache-Control`` allows (within
-bounds), refetched on an unknown ``kid`` at most once a minute (OIDC Core §10.1.1).
+``jwks_uri`` by :class:`proxy.client_keys.JwksCache`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import re
-import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 import yaml
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, OctKey, import_key
@@ -42,8 +36,6 @@ from pydantic import (
 from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
 from .redirect_uris import check_redirect_uri
 from .settings import SIGNING_ALGS, Settings, is_loopback_host
-
-log = logging.getLogger("jargate.clients")
 
 AuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
 
@@ -373,102 +365,3 @@ def _read_secret(meta: Client, source: str) -> SecretStr | None:
     if not text:
         raise RegistryError(f"{source}: client {meta.client_id!r}: client_secret_file is empty")
     return SecretStr(text)
-
-
-class ClientKeysUnavailable(Exception):
-    """A client's ``jwks_uri`` could not be fetched and nothing usable is cached."""
-
-
-_MAX_AGE = re.compile(r"max-age=(\d+)")
-
-
-@dataclass
-class _CachedJwks:
-    keys: KeySet
-    expires_at: float
-    fetched_at: float
-
-
-@dataclass
-class JwksCache:
-    """Fetches and caches the keys of clients that registered a ``jwks_uri``."""
-
-    session: aiohttp.ClientSession
-    min_ttl: float = 60.0
-    max_ttl: float = 86400.0
-    default_ttl: float = 300.0
-    refetch_interval: float = 60.0
-    max_bytes: int = 256 * 1024
-    timeout: float = 5.0
-    _entries: dict[str, _CachedJwks] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    async def keys_for(self, client: RegisteredClient, kid: str | None = None) -> KeySet:
-        """The client's verification keys; inline ones directly, ``jwks_uri`` ones cached.
-
-        An unknown ``kid`` triggers one refetch, at most once per ``refetch_interval``.
-        """
-        if client.keys is not None:
-            return client.keys
-        uri = client.meta.jwks_uri
-        if uri is None:
-            raise ClientKeysUnavailable(f"client {client.client_id!r} registered no keys")
-        now = time.monotonic()
-        entry = self._entries.get(client.client_id)
-        if entry is not None and entry.expires_at > now:
-            if kid is None or _has_kid(entry.keys, kid):
-                return entry.keys
-            if now - entry.fetched_at < self.refetch_interval:
-                return entry.keys
-        lock = self._locks.setdefault(client.client_id, asyncio.Lock())
-        async with lock:
-            fresh = self._entries.get(client.client_id)
-            if fresh is not None and fresh is not entry and fresh.expires_at > time.monotonic():
-                return fresh.keys
-            try:
-                keys, ttl = await self._fetch(uri, client.client_id)
-            except ClientKeysUnavailable:
-                if entry is not None:
-                    log.warning(
-                        "jwks_uri fetch failed; using the cached keys",
-                        extra={"client_id": client.client_id},
-                    )
-                    return entry.keys
-                raise
-            now = time.monotonic()
-            self._entries[client.client_id] = _CachedJwks(keys, now + ttl, now)
-            return keys
-
-    async def _fetch(self, uri: str, client_id: str) -> tuple[KeySet, float]:
-        try:
-            async with self.session.get(
-                uri,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Accept": "application/jwk-set+json, application/json"},
-            ) as response:
-                if response.status != 200:
-                    raise ClientKeysUnavailable(f"jwks_uri answered HTTP {response.status}")
-                body = await response.content.read(self.max_bytes + 1)
-                if len(body) > self.max_bytes:
-                    raise ClientKeysUnavailable("jwks_uri document is too large")
-                cache_control = response.headers.get("Cache-Control", "")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ClientKeysUnavailable(f"jwks_uri unreachable ({type(exc).__name__})") from None
-        try:
-            keys = import_client_jwks(json.loads(body), f"client {client_id!r}: jwks_uri")
-        except (ValueError, RegistryError) as exc:
-            raise ClientKeysUnavailable(str(exc)) from None
-        return keys, self._ttl(cache_control)
-
-    def _ttl(self, cache_control: str) -> float:
-        lowered = cache_control.lower()
-        if "no-store" in lowered or "no-cache" in lowered:
-            return self.min_ttl
-        match = _MAX_AGE.search(lowered)
-        ttl = float(match.group(1)) if match else self.default_ttl
-        return min(max(ttl, self.min_ttl), self.max_ttl)
-
-
-def _has_kid(keys: KeySet, kid: str) -> bool:
-    return any(key.kid == kid for key in keys)

@@ -6,12 +6,20 @@ really supports (or, when the upstream has no such document, one built from the
 settings); the upstream's other fields are untouched. The gateway's public keys are
 served at ``JARGATE_JWKS_PATH`` and merged into the upstream's own JWKS response at
 ``JARGATE_UPSTREAM_JWKS_PATH`` when set, so that clients reading ``jwks_uri`` find them.
+
+What the gateway computes once for everyone never depends on a request: the upstream's
+documents are fetched as the issuer (:func:`fetch_as_issuer`) and cached under the
+gateway's own path for each, never the path or ``Host`` a request came with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,14 +28,22 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS
+from proxy.bodies import BodyTooLarge, read_body
+from proxy.errors import TemporarilyUnavailable, UpstreamTimeout, UpstreamUnavailable
 from proxy.keyring import Keyring
 from proxy.request.params import JWT_MODES, PLAIN_MODES
+from proxy.routing import Handler
 from proxy.settings import SIGNING_ALGS, Settings
 
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 CACHE_SECONDS = 60.0
+#: How long a failed fetch of an upstream document stands before the upstream is asked again.
+FAILURE_SECONDS = 5.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
+DOCUMENT_TIMEOUT = aiohttp.ClientTimeout(total=5)
 _JSON_HEADERS = {"Cache-Control": f"public, max-age={int(CACHE_SECONDS)}"}
+
+log = logging.getLogger("jargate.metadata")
 
 
 def origin_of(url: str) -> str:
@@ -91,38 +107,50 @@ def built_document(settings: Settings, keyring: Keyring) -> dict[str, Any]:
     return augment(document, settings, keyring)
 
 
+@dataclass(slots=True)
+class _Cached:
+    """A document as served, until ``expires_at``; or the failure to answer instead."""
+
+    document: dict[str, Any] | None
+    expires_at: float
+    failure: type[TemporarilyUnavailable] | None = None
+
+
 class Metadata:
-    """Serves discovery (cached briefly) and the published keys."""
+    """Serves discovery and the merged JWKS, each fetched from the upstream as the issuer
+    and cached under the gateway's own path for it (never the request's), and the
+    gateway's published keys."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def document(self, request: web.Request, path: str) -> dict[str, Any]:
-        """The discovery document at ``path``: the upstream's, augmented, or one built from
-        the settings; cached for a minute."""
-        app = request.app
+    async def document(self, app: web.Application, path: str) -> dict[str, Any]:
+        """The discovery document at ``path`` (one of :data:`DISCOVERY_PATHS`): the
+        upstream's, augmented, or one built from the settings."""
         settings, keyring = app[appkeys.SETTINGS], app[appkeys.KEYRING]
-        cached = self._cache.get(path)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        upstream = await _fetch_json(request, path)
-        document = (
-            augment(upstream, settings, keyring)
-            if upstream is not None and "issuer" in upstream
-            else built_document(settings, keyring)
-        )
-        self._cache[path] = (time.monotonic() + CACHE_SECONDS, document)
-        return document
 
-    async def discovery(self, request: web.Request) -> web.Response:
-        """Serve a discovery document."""
-        document = await self.document(request, request.path)
-        return web.json_response(document, headers=_JSON_HEADERS)
+        def build(upstream: dict[str, Any] | None) -> dict[str, Any]:
+            if upstream is not None and "issuer" in upstream:
+                return augment(upstream, settings, keyring)
+            return built_document(settings, keyring)
 
-    async def token_endpoint(self, request: web.Request) -> str | None:
-        """The upstream's token endpoint URL, from its discovery document, if it names one."""
+        return await self._cached(app, path, build)
+
+    def discovery_for(self, path: str) -> Handler:
+        """The handler serving the discovery document at ``path``, whatever spelling of
+        it the request used."""
+
+        async def discovery(request: web.Request) -> web.Response:
+            document = await self.document(request.app, path)
+            return web.json_response(document, headers=_JSON_HEADERS)
+
+        return discovery
+
+    async def token_endpoint(self, app: web.Application) -> str | None:
+        """The upstream's token endpoint URL, from the document it gives the issuer."""
         for path in DISCOVERY_PATHS:
-            value = (await self.document(request, path)).get("token_endpoint")
+            value = (await self.document(app, path)).get("token_endpoint")
             if isinstance(value, str):
                 return value
         return None
@@ -131,33 +159,106 @@ class Metadata:
         """The gateway's public keys."""
         return web.json_response(request.app[appkeys.KEYRING].public_jwks(), headers=_JSON_HEADERS)
 
-    async def merged_jwks(self, request: web.Request) -> web.Response:
-        """The upstream's JWKS with the gateway's public keys added (its own kids win)."""
-        upstream = await _fetch_json(request, request.raw_path)
-        keys = list(upstream.get("keys", [])) if upstream is not None else []
-        kids = {key.get("kid") for key in keys if isinstance(key, dict)}
-        for key in request.app[appkeys.KEYRING].public_jwks()["keys"]:
-            if key["kid"] not in kids:
-                keys.append(key)
-        return web.json_response({"keys": keys}, headers=_JSON_HEADERS)
+    def merged_jwks_for(self, path: str) -> Handler:
+        """The handler serving the upstream's JWKS at ``path`` (``JARGATE_UPSTREAM_JWKS_PATH``)
+        with the gateway's public keys added (the upstream's own kids win)."""
+
+        async def merged_jwks(request: web.Request) -> web.Response:
+            public = request.app[appkeys.KEYRING].public_jwks()["keys"]
+            merged = await self._cached(
+                request.app, path, lambda upstream: merge_jwks(upstream, public)
+            )
+            return web.json_response(merged, headers=_JSON_HEADERS)
+
+        return merged_jwks
+
+    async def _cached(
+        self,
+        app: web.Application,
+        path: str,
+        build: Callable[[dict[str, Any] | None], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """What ``build`` makes of the upstream's document at ``path``, cached for
+        :data:`CACHE_SECONDS`. On a miss one request fetches while the others wait for
+        it. A failed fetch keeps serving the document fetched before, or answers the
+        failure, for :data:`FAILURE_SECONDS`; then the upstream is asked again."""
+        entry = self._cache.get(path)
+        if entry is None or entry.expires_at <= time.monotonic():
+            async with self._locks.setdefault(path, asyncio.Lock()):
+                entry = self._cache.get(path)
+                if entry is None or entry.expires_at <= time.monotonic():
+                    entry = await self._refresh(app, path, build, entry)
+                    self._cache[path] = entry
+        if entry.document is None:
+            raise (entry.failure or UpstreamUnavailable)()
+        return entry.document
+
+    @staticmethod
+    async def _refresh(
+        app: web.Application,
+        path: str,
+        build: Callable[[dict[str, Any] | None], dict[str, Any]],
+        previous: _Cached | None,
+    ) -> _Cached:
+        try:
+            upstream = await fetch_as_issuer(
+                app[appkeys.UPSTREAM].session, app[appkeys.SETTINGS], path
+            )
+        except TemporarilyUnavailable as exc:
+            log.warning(
+                "an upstream document could not be fetched",
+                extra={"path": path, "error": type(exc).__name__},
+            )
+            until = time.monotonic() + FAILURE_SECONDS
+            if previous is not None and previous.document is not None:
+                return _Cached(previous.document, until)
+            return _Cached(None, until, type(exc))
+        return _Cached(build(upstream), time.monotonic() + CACHE_SECONDS)
 
 
-async def _fetch_json(request: web.Request, target: str) -> dict[str, Any] | None:
-    """The upstream's JSON object at ``target``, or None when it has none (not 200, not a
-    JSON object). Unreachable upstreams raise as any proxied request does."""
-    upstream = await request.app[appkeys.UPSTREAM].open(
-        request, raw_target=target, method="GET", with_body=False, credentials=False
-    )
+def merge_jwks(upstream: dict[str, Any] | None, public: list[dict[str, Any]]) -> dict[str, Any]:
+    """The upstream's keys first, then the gateway's whose ``kid`` the upstream does not use."""
+    listed = upstream.get("keys") if upstream is not None else None
+    keys = [key for key in listed if isinstance(key, dict)] if isinstance(listed, list) else []
+    kids = {key.get("kid") for key in keys}
+    return {"keys": keys + [key for key in public if key["kid"] not in kids]}
+
+
+async def fetch_as_issuer(
+    session: aiohttp.ClientSession, settings: Settings, path: str
+) -> dict[str, Any] | None:
+    """The upstream's JSON object at ``path``, asked as the issuer: ``Host`` and
+    ``X-Forwarded-Host`` the issuer's host, ``X-Forwarded-Proto`` its scheme, and nothing
+    from any request (no cookies, no credentials, no client headers), so an upstream that
+    builds URLs from the request names the issuer's. None when the upstream has none (a
+    4xx, or a complete answer that is not a JSON object). Raises
+    :class:`UpstreamUnavailable` when it is unreachable, answers 5xx, or sends a body cut
+    short or over :data:`MAX_DOCUMENT_BYTES`; :class:`UpstreamTimeout` past
+    :data:`DOCUMENT_TIMEOUT`."""
+    parts = urlsplit(settings.issuer)
+    headers = {
+        "Host": parts.netloc,
+        "X-Forwarded-Host": parts.netloc,
+        "X-Forwarded-Proto": parts.scheme,
+        "Accept": "application/json",
+        "Accept-Encoding": "identity",
+    }
     try:
-        if upstream.status != 200:
-            return None
-        body = await upstream.content.read(MAX_DOCUMENT_BYTES + 1)
-    except aiohttp.ClientError:
-        return None
-    finally:
-        upstream.release()
-    if len(body) > MAX_DOCUMENT_BYTES:
-        return None
+        async with session.get(
+            settings.upstream_url + path,
+            headers=headers,
+            allow_redirects=False,
+            timeout=DOCUMENT_TIMEOUT,
+        ) as response:
+            if response.status >= 500:
+                raise UpstreamUnavailable()
+            if response.status != 200:
+                return None
+            body = await read_body(response, MAX_DOCUMENT_BYTES)
+    except TimeoutError as exc:
+        raise UpstreamTimeout() from exc
+    except (aiohttp.ClientError, OSError, BodyTooLarge) as exc:
+        raise UpstreamUnavailable() from exc
     try:
         document = json.loads(body)
     except ValueError:
@@ -168,28 +269,14 @@ async def _fetch_json(request: web.Request, target: str) -> dict[str, Any] | Non
 async def upstream_discovery(
     session: aiohttp.ClientSession, settings: Settings
 ) -> dict[str, Any] | None:
-    """The upstream's discovery document, asked as if through the gateway (Host and
-    X-Forwarded-* of the issuer's origin); None when it has none or is down."""
-    parts = urlsplit(settings.issuer)
-    headers = {
-        "Host": parts.netloc,
-        "X-Forwarded-Host": parts.netloc,
-        "X-Forwarded-Proto": parts.scheme,
-    }
+    """The upstream's discovery document as it gives it to the issuer (the start-up and
+    ``jargate check`` probe); None when it has none or is down."""
     for path in DISCOVERY_PATHS:
         try:
-            async with session.get(
-                settings.upstream_url + path,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=5),
-            ) as response:
-                if response.status != 200:
-                    continue
-                document = json.loads(await response.content.read(MAX_DOCUMENT_BYTES))
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            document = await fetch_as_issuer(session, settings, path)
+        except TemporarilyUnavailable:
             continue
-        if isinstance(document, dict):
+        if document is not None:
             return document
     return None
 

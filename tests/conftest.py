@@ -22,7 +22,7 @@ from proxy.store import MemoryStore, RedisStore, Store
 from tests.jar import client_registry
 from tests.legacy_upstream import Recorder, legacy_app
 from tests.raw_upstream import RawUpstream, Script
-from tests.support import make_settings, shared_redis_url
+from tests.support import RawServer, make_settings, shared_redis_url
 
 # Property-based tests: a few examples in `make test`, a long campaign in `make fuzz`.
 settings.register_profile(
@@ -93,6 +93,30 @@ async def legacy(aiohttp_server: AiohttpServer) -> Legacy:
     """A legacy-style authorization server on a loopback port."""
     recorder = Recorder()
     server = await aiohttp_server(legacy_app(recorder))
+    return Legacy(server=server, recorder=recorder)
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
+    """Start raw scripted servers (:class:`tests.support.RawServer`); each stops after the test."""
+    started: list[RawServer] = []
+
+    async def start(parts: list[bytes], **options: Any) -> RawServer:
+        server = await RawServer(parts, **options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def reflecting_legacy(aiohttp_server: AiohttpServer) -> Legacy:
+    """A legacy server whose discovery and JWKS are built from each request's Host and
+    X-Forwarded-* headers (oidc-provider with proxy headers trusted)."""
+    recorder = Recorder()
+    server = await aiohttp_server(legacy_app(recorder, reflect_host=True))
     return Legacy(server=server, recorder=recorder)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import html
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from proxy.demo import legacy
 from proxy.demo.legacy import LEGACY, Received, record
 
 __all__ = ["Received", "Recorder", "legacy_app", "pattern"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -171,16 +174,64 @@ async def gzipped(request: web.Request) -> web.Response:
     )
 
 
+def requested_origin(request: web.Request) -> str:
+    """The origin a request names, as oidc-provider with ``proxy: true`` reads it:
+    ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` when present, else the scheme and Host."""
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme)
+    return f"{proto}://{request.headers.get('X-Forwarded-Host', request.host)}"
+
+
+async def reflected_discovery(request: web.Request) -> web.Response:
+    """Discovery whose endpoint URLs are built from the request (the issuer stays fixed)."""
+    await record(request)
+    origin = requested_origin(request)
+    document = {
+        "issuer": request.app[LEGACY].issuer,
+        "authorization_endpoint": f"{origin}/authorize",
+        "token_endpoint": f"{origin}/token",
+        "jwks_uri": f"{origin}/jwks",
+        "response_types_supported": ["code"],
+    }
+    return web.json_response(document)
+
+
+async def reflected_jwks(request: web.Request) -> web.Response:
+    """A JWKS that differs by the origin the request names (a key per tenant host)."""
+    await record(request)
+    key = request.app[LEGACY].key.as_dict(private=False, use="sig", alg="RS256")
+    return web.json_response({"keys": [{**key, "kid": "legacy-" + requested_origin(request)}]})
+
+
+REFLECTED = {
+    "/.well-known/openid-configuration": reflected_discovery,
+    "/.well-known/oauth-authorization-server": reflected_discovery,
+    "/jwks": reflected_jwks,
+}
+
+
+@web.middleware
+async def reflecting(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer discovery and the JWKS from the request's Host and forwarding headers."""
+    return await REFLECTED.get(request.path, handler)(request)
+
+
 async def no_content(request: web.Request) -> web.Response:
     await record(request)
     return web.Response(status=204)
 
 
 def legacy_app(
-    recorder: Recorder | None = None, issuer: str = "http://127.0.0.1:8000"
+    recorder: Recorder | None = None,
+    issuer: str = "http://127.0.0.1:8000",
+    *,
+    reflect_host: bool = False,
 ) -> web.Application:
-    """The upstream app; pass a :class:`Recorder` to inspect what it received."""
+    """The upstream app; pass a :class:`Recorder` to inspect what it received. With
+    ``reflect_host`` its discovery and JWKS are built from each request's Host and
+    X-Forwarded-* (as oidc-provider's are with proxy headers trusted)."""
     app = legacy.legacy_app(issuer, recorder or Recorder(), client_max_size=64 * 1024 * 1024)
+    if reflect_host:
+        app.middlewares.append(reflecting)
     app.router.add_get("/big", big)
     app.router.add_get("/held", held)
     app.router.add_get("/cookies", cookies)

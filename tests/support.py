@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,81 @@ def redis_data_commands(client: redis.Redis) -> dict[str, int]:
     stats = client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in stats.items()}
     return {name: count for name, count in calls.items() if name in ("set", "get", "getdel", "del")}
+
+
+@dataclass
+class RawServer:
+    """A raw HTTP/1.1 server on loopback for hostile answers: to every request it writes
+    ``parts``, ``pause`` seconds apart, then closes the connection, or with ``hold`` keeps it
+    open until the peer closes it or the server stops. Counts the request heads it got."""
+
+    parts: list[bytes]
+    pause: float = 0.0
+    hold: bool = False
+    heads: list[bytes] = field(default_factory=list)
+    server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> RawServer:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return self
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            for index, part in enumerate(self.parts):
+                if index and await self._stopped_within(self.pause):
+                    return
+                writer.write(part)
+                await writer.drain()
+            if self.hold:
+                await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.stopped.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Close every connection and let each answer end by itself (a cancelled one would
+        be reported as an error by asyncio's stream server)."""
+        self.stopped.set()
+        for writer in self.writers:
+            writer.close()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=5)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def http_answer(body: bytes, content_type: str, **headers: str) -> bytes:
+    """A raw HTTP/1.1 200 answer; ``headers`` (``Content_Length=...``) replace the defaults."""
+    fields = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    fields.update({name.replace("_", "-"): value for name, value in headers.items()})
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode() + body
+
+
+def chunked(*chunks: bytes) -> list[bytes]:
+    """Each chunk in HTTP/1.1 chunked framing; the last one carries the terminating chunk."""
+    framed = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks]
+    framed[-1] += b"0\r\n\r\n"
+    return framed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,15 @@ import pytest
 from aiohttp import web
 from joserfc.jwk import ECKey, RSAKey
 
-from proxy.clients import ClientKeysUnavailable, JwksCache, RegistryError, load_registry
-from tests.conftest import AiohttpServer
-from tests.support import REPO, make_settings
+from proxy.app import create_app
+from proxy.client_keys import ClientKeysUnavailable, JwksCache
+from proxy.clients import RegistryError, load_registry
+from proxy.keyring import Keyring
+from proxy.store import MemoryStore
+from tests.conftest import AiohttpClient, AiohttpServer, Legacy
+from tests.jar import Claims, sign
+from tests.support import REPO, RawServer, http_answer, make_settings
+from tests.test_jar import assert_refused, authorize
 
 EC_PUBLIC = ECKey.generate_key("P-256").as_dict(private=False, kid="k1")
 
@@ -308,6 +315,77 @@ async def test_jwks_uri_failure_uses_stale_keys_or_raises(aiohttp_server: Aiohtt
         jwks.status = 500
         keys = await cache.keys_for(registered, "unknown-kid")
         assert [k.kid for k in keys] == ["first"]
+
+
+async def test_failing_jwks_uri_is_asked_once_for_many_requests(
+    aiohttp_client: AiohttpClient, legacy: Legacy, aiohttp_server: AiohttpServer
+) -> None:
+    """Twenty request objects for a client whose jwks_uri fails are each refused with
+    invalid_request_object, nothing reaches the upstream, and the jwks_uri is asked once."""
+    jwks = JwksServer()
+    jwks.status = 500
+    server = await aiohttp_server(jwks.app())
+    settings = make_settings(
+        legacy.url,
+        clients=json.dumps({"clients": [client(jwks_uri=str(server.make_url("/jwks")))]}),
+    )
+    app = create_app(
+        settings, registry=load_registry(settings), keyring=Keyring.throwaway(), store=MemoryStore()
+    )
+    gateway = await aiohttp_client(app)
+    for _ in range(20):
+        token = sign(Claims("c1").build(), "ES256", kid="unknown")
+        response = await authorize(gateway, client_id="c1", request=token)
+        params = await assert_refused(response, legacy, "invalid_request_object")
+        assert "keys are unavailable" in params["error_description"][0]
+    assert 1 == jwks.fetches
+
+
+async def test_failed_refetch_counts_as_an_attempt(aiohttp_server: AiohttpServer) -> None:
+    """With keys cached and the jwks_uri failing, unknown kids cause one refetch per interval,
+    not one per request, and the cached keys keep serving."""
+    jwks = JwksServer()
+    server = await aiohttp_server(jwks.app())
+    registered = registry_of(client(jwks_uri=str(server.make_url("/jwks")))).get("c1")
+    assert registered is not None
+    async with aiohttp.ClientSession() as session:
+        cache = JwksCache(session, refetch_interval=0.3)
+        await cache.keys_for(registered, "first")
+        jwks.status = 500
+        await asyncio.sleep(0.35)
+        for _ in range(20):
+            keys = await cache.keys_for(registered, "unknown-kid")
+            assert ["first"] == [k.kid for k in keys]
+        assert 2 == jwks.fetches
+        await asyncio.sleep(0.35)
+        await cache.keys_for(registered, "unknown-kid")
+        assert 3 == jwks.fetches
+
+
+@pytest.mark.parametrize(
+    ("content_length", "hold", "reason"),
+    [("10000000000", True, "too large"), ("+100", False, "unreachable")],
+    ids=["declares-10-gb-and-stalls", "cut-short"],
+)
+async def test_incomplete_jwks_body_is_not_used(
+    raw_server: Callable[..., Awaitable[RawServer]],
+    content_length: str,
+    hold: bool,
+    reason: str,
+) -> None:
+    """A jwks_uri answer whose valid JWKS is followed by a declared length over the limit
+    and a stall, or by a closed connection short of its length, gives no keys."""
+    body = json.dumps({"keys": [EC_PUBLIC]}).encode()
+    length = str(len(body) + 100) if content_length == "+100" else content_length
+    host = await raw_server(
+        [http_answer(body, "application/json", Content_Length=length)], hold=hold
+    )
+    registered = registry_of(client(jwks_uri=host.url + "/jwks")).get("c1")
+    assert registered is not None
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ClientKeysUnavailable, match=reason):
+            await asyncio.wait_for(JwksCache(session).keys_for(registered), 3)
+    assert 1 == len(host.heads)
 
 
 @pytest.mark.parametrize(

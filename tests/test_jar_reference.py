@@ -7,10 +7,11 @@ Non-loopback addresses are only ever judged by the guard function, never connect
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -18,9 +19,18 @@ from aiohttp.test_utils import TestClient
 from proxy.keyring import Keyring
 from proxy.request import obtain
 from proxy.request.obtain import is_public_address
-from proxy.store import Store
+from proxy.store import MemoryStore, Store
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
-from tests.jar import APP_KEYS, Claims, client_registry, private_key, public_jwks, sign
+from tests.jar import (
+    APP_KEYS,
+    Claims,
+    client_registry,
+    location_params,
+    private_key,
+    public_jwks,
+    sign,
+)
+from tests.support import RawServer, chunked, http_answer
 from tests.test_jar import assert_accepted, assert_refused, authorize
 
 
@@ -169,6 +179,159 @@ async def test_wrong_media_type_is_refused(
     response = await authorize(client, client_id="byref", request_uri=base + "one")
     params = await assert_refused(response, legacy, "invalid_request_uri")
     assert "application/json" in params["error_description"][0]
+
+
+JWT_TYPE = "application/oauth-authz-req+jwt"
+
+
+def _object_answers() -> dict[str, tuple[list[bytes], bool]]:
+    """Hostile or awkward answers carrying a valid object: the parts written (0.3 s apart)
+    and whether the connection is then held open."""
+    token = sign(Claims("byref").build(), "ES256").encode()
+    whole = http_answer(token, JWT_TYPE)
+    chunked_head = f"HTTP/1.1 200 OK\r\nContent-Type: {JWT_TYPE}\r\nTransfer-Encoding: chunked"
+    first, rest = chunked(token, b"." * 70_000)
+    return {
+        "declares-10-gb-and-stalls": (
+            [http_answer(token, JWT_TYPE, Content_Length="10000000000")],
+            True,
+        ),
+        "stalls-short-of-its-length": (
+            [http_answer(token, JWT_TYPE, Content_Length=str(len(token) + 100))],
+            True,
+        ),
+        "cut-short": ([http_answer(token, JWT_TYPE, Content_Length=str(len(token) + 100))], False),
+        "chunks-past-the-limit": (
+            [chunked_head.encode() + b"\r\n\r\n" + first, rest],
+            False,
+        ),
+        "split-across-segments": ([whole[: len(whole) - 200], whole[-200:]], False),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("declares-10-gb-and-stalls", "exceeds"),
+        ("stalls-short-of-its-length", "could not be fetched"),
+        ("cut-short", "could not be fetched"),
+        ("chunks-past-the-limit", "exceeds"),
+    ],
+)
+async def test_incomplete_object_body_is_invalid_request_uri(
+    aiohttp_client: AiohttpClient,
+    legacy: Legacy,
+    store: Store,
+    raw_server: Callable[..., Awaitable[RawServer]],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    reason: str,
+) -> None:
+    """Only a complete body within the limit counts: a valid object followed by a declared
+    length over the limit, a stall, a closed connection or more chunks than the limit is
+    invalid_request_uri, and nothing reaches the upstream."""
+    import aiohttp
+
+    monkeypatch.setattr(obtain, "FETCH_TIMEOUT", aiohttp.ClientTimeout(total=1))
+    parts, hold = _object_answers()[case]
+    host = await raw_server(parts, pause=0.3, hold=hold)
+    client = await gateway_with(
+        aiohttp_client, legacy, store, host.url + "/ro/", request_uri_allow_private_networks=True
+    )
+    response = await asyncio.wait_for(
+        authorize(client, client_id="byref", request_uri=host.url + "/ro/x"), 5
+    )
+    params = await assert_refused(response, legacy, "invalid_request_uri")
+    assert reason in params["error_description"][0]
+
+
+async def test_object_split_across_segments_is_read_whole(
+    aiohttp_client: AiohttpClient,
+    legacy: Legacy,
+    store: Store,
+    raw_server: Callable[..., Awaitable[RawServer]],
+) -> None:
+    """An object whose body arrives in two segments, with a pause between them, is read to
+    its end and accepted."""
+    parts, _ = _object_answers()["split-across-segments"]
+    host = await raw_server(parts, pause=0.3)
+    client = await gateway_with(
+        aiohttp_client, legacy, store, host.url + "/ro/", request_uri_allow_private_networks=True
+    )
+    response = await authorize(client, client_id="byref", request_uri=host.url + "/ro/x")
+    assert 302 == response.status
+    assert "code" in location_params(response)[1]
+
+
+async def test_one_clients_slow_fetches_never_hold_another_clients(
+    aiohttp_client: AiohttpClient, legacy: Legacy, aiohttp_server: AiohttpServer
+) -> None:
+    """With 110 of one client's request_uri fetches held by its slow host, those beyond the
+    per-client bound are invalid_request_uri at once (the upstream sees none of them), and
+    another client's fetch from another host is answered at once."""
+    from proxy.app import create_app
+    from tests.support import make_settings
+
+    release = asyncio.Event()
+    held = ObjectHost()
+
+    async def slow(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        held.hits[name] = 1
+        await asyncio.wait_for(release.wait(), 10)
+        return web.Response(text=held.objects[name], content_type=JWT_TYPE)
+
+    slow_app = web.Application()
+    slow_app.router.add_get("/ro/{name}", slow)
+    slow_base = str((await aiohttp_server(slow_app)).make_url("/ro/"))
+    fast = ObjectHost()
+    fast_base = str((await aiohttp_server(fast.app())).make_url("/ro/"))
+    for index in range(110):
+        held.objects[str(index)] = sign(Claims("byref").build(), "ES256")
+    claims = Claims("other-byref").build()
+    fast.objects["one"] = sign(claims, "ES256")
+    other = {**byref_client(fast_base), "client_id": "other-byref"}
+    settings = {"request_uri_allow_http": True, "request_uri_allow_private_networks": True}
+    app = create_app(
+        make_settings(legacy.url, **settings),
+        registry=client_registry(extra_clients=[byref_client(slow_base), other], **settings),
+        keyring=Keyring.throwaway(),
+        store=MemoryStore(),
+    )
+    client = await aiohttp_client(app)
+    gateway_url = f"http://127.0.0.1:{client.port}/authorize"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as browser:
+
+        async def use(client_id: str, uri: str) -> aiohttp.ClientResponse:
+            params = {"client_id": client_id, "request_uri": uri}
+            return await browser.get(gateway_url, params=params, allow_redirects=False)
+
+        slow_uses = [asyncio.create_task(use("byref", slow_base + str(i))) for i in range(110)]
+        try:
+            done: set[asyncio.Task[aiohttp.ClientResponse]] = set()
+            pending = set(slow_uses)
+            while len(done) < 110 - obtain.MAX_FETCHES_PER_CLIENT:
+                more, pending = await asyncio.wait(
+                    pending, timeout=5, return_when=asyncio.FIRST_COMPLETED
+                )
+                assert more, "the fetches beyond the bound must be refused at once"
+                done |= more
+            assert 110 - obtain.MAX_FETCHES_PER_CLIENT == len(done)
+            for task in done:
+                refused = task.result()
+                params = await assert_refused(refused, legacy, "invalid_request_uri")
+                assert "too many request_uri fetches" in params["error_description"][0]
+            for _ in range(100):  # the held fetches reach the slow host
+                if len(held.hits) == obtain.MAX_FETCHES_PER_CLIENT:
+                    break
+                await asyncio.sleep(0.05)
+            assert obtain.MAX_FETCHES_PER_CLIENT == len(held.hits)
+            response = await asyncio.wait_for(use("other-byref", fast_base + "one"), 5)
+            assert_accepted(response, legacy, claims)
+        finally:
+            release.set()
+            await asyncio.gather(*slow_uses, return_exceptions=True)
+        assert [302] * obtain.MAX_FETCHES_PER_CLIENT == [task.result().status for task in pending]
 
 
 @pytest.mark.parametrize(

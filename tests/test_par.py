@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -18,12 +19,13 @@ from aiohttp.test_utils import TestClient
 from proxy.app import create_app
 from proxy.clients import load_registry
 from proxy.keyring import Keyring
+from proxy.metadata import DISCOVERY_PATHS
 from proxy.observability import Metrics
 from proxy.request.make import pkce_pair
-from proxy.store import RedisStore, Store
+from proxy.store import MemoryStore, RedisStore, Store
 from tests.conftest import AiohttpClient, Legacy
 from tests.jar import DROP, ISSUER, REDIRECT, Claims, private_key, public_jwks, sign
-from tests.support import make_settings, redis_data_commands
+from tests.support import chunked, make_settings, redis_data_commands
 
 PAR_URL = ISSUER + "/par"
 TOKEN_URL = ISSUER + "/token"
@@ -506,6 +508,90 @@ async def test_par_endpoint_http_rules(client: TestClient[Any, Any], legacy: Leg
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert "repeated" in await assert_par_refused(repeated, legacy, "invalid_request")
+
+
+async def test_assertion_audience_never_comes_from_the_requests_host(
+    aiohttp_client: AiohttpClient, reflecting_legacy: Legacy
+) -> None:
+    """With Host: evil.example, an assertion for http://evil.example/token is 401
+    invalid_client, nothing is stored and the upstream is only asked for its discovery as
+    the issuer; an assertion for the issuer's own token endpoint is still accepted."""
+    store = MemoryStore()
+    client = await par_gateway(aiohttp_client, reflecting_legacy, store)
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    evil = pkjwt_form(client_assertion=assertion(aud="http://evil.example/token"))
+    response = await push(client, evil, forged)
+    reason = await assert_par_refused(response, reflecting_legacy, "invalid_client", 401)
+    assert "aud is not this server" in reason
+    assert 0 == len(store)
+    for received in reflecting_legacy.recorder.requests:
+        assert received.raw_path in DISCOVERY_PATHS
+        assert "127.0.0.1:8000" == received.headers["Host"]
+    own = pkjwt_form(client_assertion=assertion(aud=TOKEN_URL))
+    await assert_pushed(await push(client, own, forged))
+
+
+async def raw_push(
+    client: TestClient[Any, Any], head: dict[str, str], parts: list[bytes]
+) -> tuple[int, Any]:
+    """POST /par on a raw socket, writing ``parts`` 0.2 s apart; the status and JSON body."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    fields = {"Host": "127.0.0.1", "Connection": "close", **head}
+    writer.write(
+        b"POST /par HTTP/1.1\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode()
+        + b"\r\n"
+    )
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    except ConnectionError:
+        pass  # answered (and closed) before the whole body was sent
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head_bytes, _, body = answer.partition(b"\r\n\r\n")
+    return int(head_bytes.split(b" ", 2)[1]), json.loads(body)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def test_par_body_past_the_limit_in_chunks_is_413(
+    aiohttp_client: AiohttpClient, legacy: Legacy
+) -> None:
+    """A chunked body of about 300 KB whose first chunk is a whole valid form is 413
+    invalid_request: the body counts whole, not what arrived first; nothing is stored."""
+    store = MemoryStore()
+    client = await par_gateway(aiohttp_client, legacy, store)
+    padding = b"&padding=" + b"x" * 150_000
+    parts = chunked(urlencode(pkjwt_form()).encode(), padding, b"x" * 150_000)
+    status, body = await raw_push(
+        client, {"Content-Type": FORM, "Transfer-Encoding": "chunked"}, parts
+    )
+    assert (413, "invalid_request") == (status, body["error"])
+    assert 0 == len(store)
+    assert [] == legacy.recorder.requests
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_par_body_split_across_segments_is_read_whole(
+    aiohttp_client: AiohttpClient, legacy: Legacy, framing: str
+) -> None:
+    """A valid form arriving in three pieces, with pauses between them, is read whole and
+    pushed (201)."""
+    client = await par_gateway(aiohttp_client, legacy, MemoryStore())
+    form = urlencode(pkjwt_form()).encode()
+    pieces = [form[: len(form) // 3], form[len(form) // 3 : -20], form[-20:]]
+    if framing == "chunked":
+        head, parts = {"Content-Type": FORM, "Transfer-Encoding": "chunked"}, chunked(*pieces)
+    else:
+        head, parts = {"Content-Type": FORM, "Content-Length": str(len(form))}, pieces
+    status, body = await raw_push(client, head, parts)
+    assert 201 == status, body
+    assert body["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
 
 
 @pytest.mark.parametrize("case", ["made-up", "other-client", "expired"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy import appkeys
+from proxy.bodies import read_request_body
 from proxy.errors import GatewayError, ReplayedObject, TemporarilyUnavailable
 from proxy.flows import Flow, PendingFlow, new_handle
 from proxy.observability import REQUEST_ID
@@ -22,7 +23,6 @@ from proxy.response.deliver import deliver_error
 from proxy.upstream import UpstreamAnswer
 
 from .accept import Accepted, decide
-from .params import read_body
 from .verify import claim_jti
 
 #: Outer parameters that never go upstream.
@@ -99,7 +99,11 @@ async def send_upstream(
 async def open_as_sent(request: web.Request) -> UpstreamAnswer:
     """The request as it came, its body too: the gateway read the whole body to check it,
     so that copy goes upstream."""
-    body = await read_body(request) if request.method == "POST" and request.body_exists else None
+    body = (
+        await read_request_body(request)
+        if request.method == "POST" and request.body_exists
+        else None
+    )
     return await request.app[appkeys.UPSTREAM].open(
         request, request_id=REQUEST_ID.get(), read_body=body, scanned=scans(request)
     )

@@ -8,12 +8,19 @@ non-public addresses after DNS resolution, checked again on the connection itsel
 DNS rebinding cannot slip past (unless ``JARGATE_REQUEST_URI_ALLOW_PRIVATE_NETWORKS``),
 no redirects, bounded size and time, and only the JWT media types. Fetched objects are
 cached in the store for a short time (the request_uri cache).
+
+One client's slow host cannot hold the fetches of others: each client has at most
+:data:`MAX_FETCHES_PER_CLIENT` fetches in progress (beyond that a fetch is refused at once,
+never queued), each host at most :data:`CONNECTIONS_PER_HOST` connections, twice what one
+client may hold, and there is no limit across hosts to wait for.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +28,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from proxy.bodies import BodyTooLarge, read_body
 from proxy.clients import RegisteredClient
 from proxy.errors import InvalidRequestObject, InvalidRequestUri, RequestUriNotSupported
 from proxy.settings import Settings
@@ -31,7 +39,11 @@ from .pushed import PAR_URN_PREFIX
 ACCEPTED_MEDIA_TYPES = frozenset({"application/oauth-authz-req+jwt", "application/jwt"})
 MAX_REQUEST_URI_LENGTH = 2048
 REQUEST_URI_CACHE_SECONDS = 60
-FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=3)
+#: The whole fetch, and the socket connect (``connect`` would count waiting for a
+#: pooled connection too).
+FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
+MAX_FETCHES_PER_CLIENT = 10
+CONNECTIONS_PER_HOST = 2 * MAX_FETCHES_PER_CLIENT
 
 
 def check_request_object_size(token: str, limit: int) -> str:
@@ -73,11 +85,13 @@ class GuardedResolver(AbstractResolver):
 
 
 def create_fetch_session(settings: Settings) -> aiohttp.ClientSession:
-    """The session for request_uri fetches: guarded resolver, no cookies, no env proxies."""
+    """The session for request_uri fetches: guarded resolver, no cookies, no env proxies,
+    connections bounded per host only."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(settings.request_uri_allow_private_networks),
         use_dns_cache=False,
-        limit=100,
+        limit=0,
+        limit_per_host=CONNECTIONS_PER_HOST,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -85,6 +99,31 @@ def create_fetch_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=False,
         timeout=FETCH_TIMEOUT,
     )
+
+
+class RequestUriFetches:
+    """The fetch session, and each client's request_uri fetches in progress."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._in_progress: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, client_id: str) -> Iterator[None]:
+        """One of the client's :data:`MAX_FETCHES_PER_CLIENT` fetches, or
+        ``invalid_request_uri`` at once when they are all in progress."""
+        count = self._in_progress.get(client_id, 0)
+        if count >= MAX_FETCHES_PER_CLIENT:
+            raise InvalidRequestUri("too many request_uri fetches of this client are in progress")
+        self._in_progress[client_id] = count + 1
+        try:
+            yield
+        finally:
+            remaining = self._in_progress[client_id] - 1
+            if remaining:
+                self._in_progress[client_id] = remaining
+            else:
+                del self._in_progress[client_id]
 
 
 def check_request_uri(uri: str, client: RegisteredClient, settings: Settings) -> None:
@@ -128,7 +167,7 @@ async def fetch_request_object(
     uri: str,
     client: RegisteredClient,
     settings: Settings,
-    session: aiohttp.ClientSession,
+    fetches: RequestUriFetches,
     store: Store,
 ) -> str:
     """The request object behind ``uri`` (RFC 9101 §5.2.3), from the cache or fetched once."""
@@ -137,6 +176,18 @@ async def fetch_request_object(
     cached = await store.peek(cache_key)
     if cached is not None:
         return cached
+    with fetches.slot(client.client_id):
+        body = await _fetch(uri, fetches.session, settings.max_request_object_bytes)
+    try:
+        token = body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidRequestUri("the request_uri did not answer a JWT") from None
+    await store.put(cache_key, token, REQUEST_URI_CACHE_SECONDS)
+    return token
+
+
+async def _fetch(uri: str, session: aiohttp.ClientSession, limit: int) -> bytes:
+    """The whole body behind ``uri``: 200, a JWT media type, complete, at most ``limit``."""
     try:
         async with session.get(
             uri.split("#", 1)[0],
@@ -150,21 +201,15 @@ async def fetch_request_object(
                     "the request_uri must answer application/oauth-authz-req+jwt, "
                     f"not {response.content_type!r}"
                 )
-            body = await response.content.read(settings.max_request_object_bytes + 1)
+            return await read_body(response, limit)
     except InvalidRequestUri:
         raise
+    except BodyTooLarge:
+        raise InvalidRequestUri(
+            f"the request object at request_uri exceeds {limit} bytes"
+        ) from None
     except (TimeoutError, aiohttp.ClientError, OSError, UnicodeError):
         raise InvalidRequestUri("the request_uri could not be fetched") from None
-    if len(body) > settings.max_request_object_bytes:
-        raise InvalidRequestUri(
-            f"the request object at request_uri exceeds {settings.max_request_object_bytes} bytes"
-        )
-    try:
-        token = body.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise InvalidRequestUri("the request_uri did not answer a JWT") from None
-    await store.put(cache_key, token, REQUEST_URI_CACHE_SECONDS)
-    return token
 
 
 def describe_source(params: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -28,7 +28,6 @@ from proxy.errors import (
     InvalidClient,
     InvalidRequest,
     InvalidRequestObject,
-    PayloadTooLarge,
     PolicyRefusal,
     ReplayedObject,
     TemporarilyUnavailable,
@@ -45,6 +44,7 @@ from .accept import (
     verified_request,
 )
 from .make import ASSERTION_TYPE
+from .params import RawParameters, read_form
 from .pushed import Pushed, new_request_uri, save_pushed
 from .verify import (
     JtiClaim,
@@ -63,23 +63,6 @@ AUTHENTICATION_PARAMETERS = frozenset(
 )
 #: How far in the future a client assertion's ``exp`` may be ("short", RFC 7523 §3).
 MAX_ASSERTION_SECONDS = 300
-
-
-def _form(body: bytes, max_parameters: int) -> dict[str, str]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest("the body is not UTF-8") from None
-    form: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_parameters)
-    except ValueError:
-        raise InvalidRequest(f"more than {max_parameters} parameters") from None
-    for name, value in pairs:
-        if name in form:
-            raise InvalidRequest(f"parameter {name!r} is repeated")
-        form[name] = value
-    return form
 
 
 def _basic_credentials(header: str) -> tuple[str, str]:
@@ -180,7 +163,7 @@ async def verify_client_assertion(
         raise InvalidClient("a request object is not a client assertion")
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
         raise InvalidClient("the assertion's iss and sub must be the client_id")
-    _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request))
+    _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request.app))
     now = time.time()
     skew = settings.clock_skew_seconds
     exp, nbf, iat = check_times(claims, now, skew, InvalidClient, "assertion")
@@ -199,18 +182,18 @@ async def verify_client_assertion(
         raise InvalidClient("this client assertion was already used (replay)") from None
 
 
-async def _accepted_audiences(request: web.Request) -> tuple[frozenset[str], bool]:
-    """The audiences a client assertion may name, and whether only a string is allowed.
+async def _accepted_audiences(app: web.Application) -> tuple[frozenset[str], bool]:
+    """The audiences a client assertion may name, and whether only a string is allowed:
+    from the settings and the issuer's own discovery document, never from the request.
 
     Strict (FAPI 2.0 final, after CVE-2025-27370): the issuer alone, as a string.
     Otherwise (RFC 9126 §2): the issuer, the PAR endpoint URL or the token endpoint URL,
     as a string or in an array."""
-    app = request.app
     settings = app[appkeys.SETTINGS]
     if settings.strict_assertion_audience:
         return frozenset({settings.issuer}), True
     accepted = {settings.issuer, origin_of(settings.issuer) + settings.par_path}
-    token_endpoint = await app[appkeys.METADATA].token_endpoint(request)
+    token_endpoint = await app[appkeys.METADATA].token_endpoint(app)
     if token_endpoint is not None:
         accepted.add(token_endpoint)
     return frozenset(accepted), False
@@ -246,15 +229,7 @@ def _refused(request: web.Request, err: GatewayError) -> web.Response:
 async def _push(request: web.Request) -> web.Response:
     app = request.app
     settings = app[appkeys.SETTINGS]
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-    limit = settings.max_body_bytes
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    form = _form(body, settings.max_parameters)
+    form = RawParameters([], await read_form(request, settings.max_parameters)).single()
     client = await authenticate_client(request, form)
     params = {k: v for k, v in form.items() if k not in AUTHENTICATION_PARAMETERS}
     if "request_uri" in params:

@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from proxy.errors import InvalidRequest, InvalidRequestObject, PayloadTooLarge
+from proxy.bodies import read_request_body
+from proxy.errors import InvalidRequest, InvalidRequestObject
 
 #: Response modes a client may ask for (OAuth Multiple Response Types, Form Post, JARM section 2.3).
 PLAIN_MODES = frozenset({"query", "fragment", "form_post"})
@@ -122,14 +123,6 @@ def check_form_body(request: web.BaseRequest) -> None:
         raise InvalidRequest("the body must be UTF-8")
 
 
-async def read_body(request: web.BaseRequest) -> bytes:
-    """The whole request body, at most ``client_max_size`` bytes (413 past it)."""
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the body is larger than {request.client_max_size} bytes") from None
-
-
 def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, str]]:
     """``application/x-www-form-urlencoded`` pairs, read the one way every server reads
     them, refusing what servers read differently (module docstring)."""
@@ -150,6 +143,16 @@ def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, st
     return pairs
 
 
+async def read_form(request: web.BaseRequest, max_parameters: int) -> list[tuple[str, str]]:
+    """The request's whole body as form pairs (:func:`check_form_body`, :func:`parse_form`)."""
+    check_form_body(request)
+    try:
+        text = (await read_request_body(request)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not UTF-8") from None
+    return parse_form(text, max_parameters, "body")
+
+
 async def read_params(request: web.Request, max_parameters: int) -> RawParameters:
     """The authorization request's parameters: the query, plus the form body of a POST."""
     target = request.raw_path
@@ -157,13 +160,7 @@ async def read_params(request: web.Request, max_parameters: int) -> RawParameter
     query = parse_form(query_text, max_parameters, "query")
     form: list[tuple[str, str]] = []
     if request.method == "POST" and request.body_exists:
-        check_form_body(request)
-        body = await read_body(request)
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest("the body is not UTF-8") from None
-        form = parse_form(text, max_parameters, "body")
+        form = await read_form(request, max_parameters)
     if len(query) + len(form) > max_parameters:
         raise InvalidRequest(f"more than {max_parameters} parameters")
     return RawParameters(query, form)

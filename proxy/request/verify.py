@@ -30,7 +30,8 @@ from joserfc.jws import JWSRegistry
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
 from proxy.claims import audience_members, check_times, issued_since
-from proxy.clients import ClientKeysUnavailable, JwksCache, RegisteredClient
+from proxy.client_keys import ClientKeysUnavailable, JwksCache
+from proxy.clients import RegisteredClient
 from proxy.errors import ForgottenByStore, InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
 from proxy.limits import TooDeep, loads_bounded

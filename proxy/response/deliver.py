@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.clients import ClientKeysUnavailable
+from proxy.client_keys import ClientKeysUnavailable
 from proxy.errors import JarmKeyMissing, oauth_text
 from proxy.query import encode_query
 from proxy.response.jarm import build_jarm_response, encryption_key_for
