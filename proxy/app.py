@@ -21,6 +21,7 @@ from .observability import (
     observing,
     readiness_handler,
 )
+from .persistence import GuardedConnector
 from .query import prequote
 from .request.authorize import authorize
 from .request.obtain import RequestUriFetches, create_fetch_session
@@ -130,7 +131,7 @@ def create_app(
 
     async def outbound_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
-            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            connector=GuardedConnector(), cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
         ) as session:
             app[appkeys.OUTBOUND] = session
             app[appkeys.JWKS_CACHE] = JwksCache(session)
@@ -174,5 +175,6 @@ def create_app(
 
     router = Router(routes, pass_through)
     observed = observing(metrics, settings.trusted_proxies)
-    app.router.add_route("*", "/{tail:.*}", observed(router.dispatch))
+    # Every path, line breaks included ("." would stop at one), goes through the router.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", observed(router.dispatch))
     return app

@@ -38,10 +38,13 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 from typing import Any
 
 from aiohttp import web
+
+log = logging.getLogger("jargate")
 
 #: RFC 6749 section 4.1.2.1 (and 5.2): error and error_description are
 #: %x20-21 / %x23-5B / %x5D-7E.
@@ -183,7 +186,13 @@ class ServerError(GatewayError):
 
 
 class JarmKeyMissing(ServerError):
-    """The gateway or the client lacks the key a JARM response needs."""
+    """The gateway or the client lacks the key a JARM response needs. What is missing is
+    logged (an operator's problem), never told to the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+        log.error("a JARM response cannot be made", extra={"problem": detail})
 
 
 class UpstreamRedirectMismatch(ServerError):

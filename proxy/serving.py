@@ -27,6 +27,8 @@ tests/test_serving.py fails loudly if a release changes what they do.
 from __future__ import annotations
 
 import asyncio
+import logging
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -35,6 +37,8 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
 from .settings import Settings
+
+log = logging.getLogger("jargate.serving")
 
 
 async def drop_server_banner(request: web.Request, response: web.StreamResponse) -> None:
@@ -86,7 +90,18 @@ class GatewayRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        answer = super().handle_error(request, status, exc, message)
+        # aiohttp would log the exception and echo the malformed bytes back: a request line
+        # or header field may hold a code, a token or a cookie. Only the kind is said.
+        log.warning(
+            "malformed request refused",
+            extra={"status": status, "kind": type(exc).__name__ if exc else None},
+        )
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has begun: the connection is closed instead")
+        answer = web.Response(
+            status=status, text=f"{status} {HTTPStatus(status).phrase}\n", content_type="text/plain"
+        )
+        answer.force_close()
         # Written before routing: no app's on_response_prepare runs for it.
         answer._headers = _HeadersWithoutBanner(answer.headers)
         return answer

@@ -29,6 +29,8 @@ SPELLINGS = {
     "/authorize.": "IIS / Windows (trailing dot ignored)",
     "/authorize%09": "trailing whitespace, trimmed by several frameworks",
     "/authorize%00.json": "C servers that end a path at NUL",
+    "/authorize%0A": "a line break (servers that read a path up to one)",
+    "/authorize%0D%0A": "CRLF",
     "/%61uthorize": "every server that percent-decodes letters",
     "/%41UTHORIZE": "percent-encoded and upper case",
     "/authorize%2F": "WSGI servers (gunicorn) decode %2F into /",

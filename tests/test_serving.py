@@ -102,6 +102,24 @@ async def test_connection_that_sends_nothing_is_closed(legacy: Legacy) -> None:
         assert before == legacy.recorder.paths()
 
 
+async def test_malformed_requests_are_neither_echoed_nor_logged(legacy: Legacy) -> None:
+    """aiohttp's 400 would echo the start of a bad request line or header, and log it with a
+    traceback: a code, a token or a cookie. Neither the answer nor the log carries them."""
+    secret = b"c0de-SECRET-t0ken"
+    long_line = b"GET /cb?code=" + secret + b"&x=" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n"
+    bad_cookie = b"GET / HTTP/1.1\r\nCookie: sid=" + secret + b"\x01\r\n\r\n"
+    async with serving(legacy, JARGATE_MAX_HEADER_BYTES="4096") as gateway:
+        for request in (long_line, bad_cookie):
+            async with connection(gateway.port) as (reader, writer):
+                writer.write(request)
+                status, _, body = await read_answer(reader)
+                assert 400 == status
+                assert secret not in body
+        logs = await gateway.stop()
+    assert "malformed request refused" in logs
+    assert secret.decode() not in logs
+
+
 @pytest.mark.slow
 async def test_head_trickled_byte_by_byte_is_closed(legacy: Legacy) -> None:
     """A head sent a byte at a time, slower than the head timeout allows, is cut off before

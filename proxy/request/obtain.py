@@ -31,6 +31,7 @@ from aiohttp.resolver import DefaultResolver
 from proxy.bodies import BodyTooLarge, read_body
 from proxy.clients import RegisteredClient
 from proxy.errors import InvalidRequestObject, InvalidRequestUri, RequestUriNotSupported
+from proxy.persistence import GuardedConnector
 from proxy.settings import Settings
 from proxy.store import Store, hashed_key
 
@@ -87,7 +88,7 @@ class GuardedResolver(AbstractResolver):
 def create_fetch_session(settings: Settings) -> aiohttp.ClientSession:
     """The session for request_uri fetches: guarded resolver, no cookies, no env proxies,
     connections bounded per host only."""
-    connector = aiohttp.TCPConnector(
+    connector = GuardedConnector(
         resolver=GuardedResolver(settings.request_uri_allow_private_networks),
         use_dns_cache=False,
         limit=0,
