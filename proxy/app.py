@@ -11,9 +11,10 @@ from aiohttp import web
 from . import appkeys
 from .client_keys import JwksCache
 from .clients import ClientRegistry, load_registry
+from .discovery import served_paths
 from .errors import StoreUnavailable
 from .keyring import Keyring, KeyringError
-from .metadata import DISCOVERY_PATHS, Metadata
+from .metadata import Metadata
 from .observability import (
     REQUEST_ID,
     Metrics,
@@ -161,7 +162,7 @@ def create_app(
         ),
         (settings.par_path, Route(settings.par_path, frozenset({"POST"}), push)),
         (settings.jwks_path, Route(settings.jwks_path, GET, metadata.jwks)),
-        *((path, Route(path, GET, metadata.discovery_for(path))) for path in DISCOVERY_PATHS),
+        *((path, Route(path, GET, metadata.discovery)) for path in served_paths(settings)),
     ]
     if settings.upstream_jwks_path is not None:
         path = settings.upstream_jwks_path

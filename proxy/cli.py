@@ -33,7 +33,7 @@ from .keyring import (
     generate_private_jwks,
     read_private_jwks,
 )
-from .metadata import issuer_problem, jwks_advice, upstream_discovery
+from .metadata import discovery_advice, issuer_problem, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
 from .request.make import make_request_object, par_form
 from .serving import gateway_runner
@@ -144,10 +144,10 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
             ).start()
         async with Upstream.create_session(settings) as session:
             document = await upstream_discovery(session, settings)
-        problem, advice = issuer_problem(settings, document), jwks_advice(settings, document)
+        problem = issuer_problem(settings, document)
         if problem is not None:
             log.error(problem)
-        if advice is not None:
+        for advice in discovery_advice(settings, document):
             log.warning(advice)
         log.debug("start-up objects frozen", extra={"objects": freeze_startup_objects()})
         await stop.wait()
@@ -219,10 +219,10 @@ async def _probe(settings: Settings) -> list[str]:
             problems.append(f"upstream {settings.upstream_url} does not answer")
         else:
             document = await upstream_discovery(session, settings)
-            problem, advice = issuer_problem(settings, document), jwks_advice(settings, document)
+            problem = issuer_problem(settings, document)
             if problem is not None:
                 problems.append(problem)
-            if advice is not None:
+            for advice in discovery_advice(settings, document):
                 print(f"jargate: warning: {advice}", file=sys.stderr)
     return problems
 

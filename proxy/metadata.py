@@ -1,10 +1,8 @@
-"""Discovery and published keys.
+"""Serving discovery and published keys.
 
-``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server`` are
-the upstream's documents with the JAR, PAR and JARM fields set from what the gateway
-really supports (or, when the upstream has no such document, one built from the
-settings); the upstream's other fields are untouched. The gateway's public keys are
-served at ``JARGATE_JWKS_PATH`` and merged into the upstream's own JWKS response at
+The discovery document (:mod:`proxy.discovery`: where it is, what goes into it) is served
+at every path a client looks. The gateway's public keys are served at
+``JARGATE_JWKS_PATH`` and merged into the upstream's own JWKS response at
 ``JARGATE_UPSTREAM_JWKS_PATH`` when set, so that clients reading ``jwks_uri`` find them.
 
 What the gateway computes once for everyone never depends on a request: the upstream's
@@ -27,15 +25,15 @@ import aiohttp
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS
 from proxy.bodies import BodyTooLarge, read_body
+from proxy.discovery import DISCOVERY_PATHS, augment, built_document, candidate_paths
 from proxy.errors import TemporarilyUnavailable, UpstreamTimeout, UpstreamUnavailable
-from proxy.keyring import Keyring
-from proxy.request.params import JWT_MODES, PLAIN_MODES
 from proxy.routing import Handler
-from proxy.settings import SIGNING_ALGS, Settings
+from proxy.settings import Settings
 
-DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+__all__ = ["DISCOVERY_PATHS", "Metadata", "fetch_as_issuer", "upstream_discovery"]
+#: The cache key of the discovery document (one document, served at every path).
+_DISCOVERY = "discovery"
 CACHE_SECONDS = 60.0
 #: How long a failed fetch of an upstream document stands before the upstream is asked again.
 FAILURE_SECONDS = 5.0
@@ -44,67 +42,6 @@ DOCUMENT_TIMEOUT = aiohttp.ClientTimeout(total=5)
 _JSON_HEADERS = {"Cache-Control": f"public, max-age={int(CACHE_SECONDS)}"}
 
 log = logging.getLogger("jargate.metadata")
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def gateway_fields(settings: Settings, keyring: Keyring) -> dict[str, Any]:
-    """The metadata the gateway is responsible for (RFC 9101 §9, RFC 9126 §5, JARM §4,
-    RFC 9207 §3). ``request_uri_parameter_supported`` is explicit: its default is true."""
-    origin = origin_of(settings.issuer)
-    fields: dict[str, Any] = {
-        "request_parameter_supported": True,
-        "request_uri_parameter_supported": True,
-        "require_request_uri_registration": True,
-        "request_object_signing_alg_values_supported": list(SIGNING_ALGS),
-        "authorization_signing_alg_values_supported": list(keyring.signing_algs),
-        "authorization_encryption_alg_values_supported": list(ENCRYPTION_ALGS),
-        "authorization_encryption_enc_values_supported": list(ENCRYPTION_ENCS),
-        "authorization_response_iss_parameter_supported": True,
-        "pushed_authorization_request_endpoint": origin + settings.par_path,
-        "require_pushed_authorization_requests": settings.require_par,
-    }
-    if keyring.decryption_algs:
-        fields["request_object_encryption_alg_values_supported"] = list(keyring.decryption_algs)
-        fields["request_object_encryption_enc_values_supported"] = list(ENCRYPTION_ENCS)
-    return fields
-
-
-def augment(document: dict[str, Any], settings: Settings, keyring: Keyring) -> dict[str, Any]:
-    """The upstream's document with the gateway's fields set and the JWT response modes
-    added to the modes it supports (Discovery's default is query and fragment)."""
-    result = dict(document)
-    upstream_modes = document.get("response_modes_supported")
-    modes = list(upstream_modes) if isinstance(upstream_modes, list) else ["query", "fragment"]
-    for mode in sorted(PLAIN_MODES) + sorted(JWT_MODES):
-        if mode not in modes:
-            modes.append(mode)
-    result["response_modes_supported"] = modes
-    result.update(gateway_fields(settings, keyring))
-    # An upstream jwks_uri stays (ID tokens are verified with it); the gateway's keys are
-    # merged into it at JARGATE_UPSTREAM_JWKS_PATH. Without one, the gateway's own serves.
-    result.setdefault("jwks_uri", _gateway_jwks_uri(settings))
-    return result
-
-
-def _gateway_jwks_uri(settings: Settings) -> str:
-    return origin_of(settings.issuer) + settings.jwks_path
-
-
-def built_document(settings: Settings, keyring: Keyring) -> dict[str, Any]:
-    """A document for an upstream that has none, from the settings alone."""
-    origin = origin_of(settings.issuer)
-    document = {
-        "issuer": settings.issuer,
-        "authorization_endpoint": origin + settings.authorization_path,
-        "jwks_uri": _gateway_jwks_uri(settings),
-        "response_types_supported": ["code"],
-    }
-    return augment(document, settings, keyring)
 
 
 @dataclass(slots=True)
@@ -125,9 +62,9 @@ class Metadata:
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def document(self, app: web.Application, path: str) -> dict[str, Any]:
-        """The discovery document at ``path`` (one of :data:`DISCOVERY_PATHS`): the
-        upstream's, augmented, or one built from the settings."""
+    async def document(self, app: web.Application) -> dict[str, Any]:
+        """The discovery document: the upstream's, wherever it keeps it, augmented; or one
+        built from the settings."""
         settings, keyring = app[appkeys.SETTINGS], app[appkeys.KEYRING]
 
         def build(upstream: dict[str, Any] | None) -> dict[str, Any]:
@@ -135,25 +72,17 @@ class Metadata:
                 return augment(upstream, settings, keyring)
             return built_document(settings, keyring)
 
-        return await self._cached(app, path, build)
+        return await self._cached(app, _DISCOVERY, build)
 
-    def discovery_for(self, path: str) -> Handler:
-        """The handler serving the discovery document at ``path``, whatever spelling of
-        it the request used."""
-
-        async def discovery(request: web.Request) -> web.Response:
-            document = await self.document(request.app, path)
-            return web.json_response(document, headers=_JSON_HEADERS)
-
-        return discovery
+    async def discovery(self, request: web.Request) -> web.Response:
+        """Serve the discovery document (at each of its paths, in any spelling)."""
+        document = await self.document(request.app)
+        return web.json_response(document, headers=_JSON_HEADERS)
 
     async def token_endpoint(self, app: web.Application) -> str | None:
         """The upstream's token endpoint URL, from the document it gives the issuer."""
-        for path in DISCOVERY_PATHS:
-            value = (await self.document(app, path)).get("token_endpoint")
-            if isinstance(value, str):
-                return value
-        return None
+        value = (await self.document(app)).get("token_endpoint")
+        return value if isinstance(value, str) else None
 
     async def jwks(self, request: web.Request) -> web.Response:
         """The gateway's public keys."""
@@ -200,10 +129,12 @@ class Metadata:
         build: Callable[[dict[str, Any] | None], dict[str, Any]],
         previous: _Cached | None,
     ) -> _Cached:
+        session, settings = app[appkeys.UPSTREAM].session, app[appkeys.SETTINGS]
         try:
-            upstream = await fetch_as_issuer(
-                app[appkeys.UPSTREAM].session, app[appkeys.SETTINGS], path
-            )
+            if path == _DISCOVERY:
+                upstream = await upstream_discovery(session, settings, strict=True)
+            else:
+                upstream = await fetch_as_issuer(session, settings, path)
         except TemporarilyUnavailable as exc:
             log.warning(
                 "an upstream document could not be fetched",
@@ -267,16 +198,20 @@ async def fetch_as_issuer(
 
 
 async def upstream_discovery(
-    session: aiohttp.ClientSession, settings: Settings
+    session: aiohttp.ClientSession, settings: Settings, *, strict: bool = False
 ) -> dict[str, Any] | None:
-    """The upstream's discovery document as it gives it to the issuer (the start-up and
-    ``jargate check`` probe); None when it has none or is down."""
-    for path in DISCOVERY_PATHS:
+    """The upstream's discovery document as it gives it to the issuer, from the first of
+    :func:`~proxy.discovery.candidate_paths` that holds one (an object with an
+    ``issuer``); None when none does. An upstream that fails to answer (down, a 5xx, a
+    broken body) ends the search: None, or with ``strict`` (serving) the failure."""
+    for path in candidate_paths(settings):
         try:
             document = await fetch_as_issuer(session, settings, path)
         except TemporarilyUnavailable:
-            continue
-        if document is not None:
+            if strict:
+                raise
+            return None
+        if document is not None and "issuer" in document:
             return document
     return None
 
@@ -293,12 +228,20 @@ def issuer_problem(settings: Settings, document: dict[str, Any] | None) -> str |
     )
 
 
-def jwks_advice(settings: Settings, document: dict[str, Any] | None) -> str | None:
-    """A warning when clients reading the upstream's jwks_uri would not find JARM keys."""
-    jwks_uri = None if document is None else document.get("jwks_uri")
+def discovery_advice(settings: Settings, document: dict[str, Any] | None) -> list[str]:
+    """Warnings about the upstream's discovery: none found (the gateway then serves one
+    built from the settings), or clients reading its jwks_uri not finding JARM keys."""
+    if document is None:
+        return [
+            "the upstream serves no discovery document at any of "
+            + ", ".join(candidate_paths(settings))
+            + ": the gateway serves one built from the settings; set "
+            "JARGATE_UPSTREAM_DISCOVERY_PATH if the upstream keeps it elsewhere"
+        ]
+    jwks_uri = document.get("jwks_uri")
     if not isinstance(jwks_uri, str) or settings.upstream_jwks_path is not None:
-        return None
-    return (
+        return []
+    return [
         f"the upstream publishes jwks_uri {jwks_uri!r}: set JARGATE_UPSTREAM_JWKS_PATH="
         f"{urlsplit(jwks_uri).path} so that clients find the gateway's JARM keys there"
-    )
+    ]

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     par_path: str = "/par"
     jwks_path: str = "/.well-known/jargate/jwks.json"
     upstream_jwks_path: str | None = None
+    # Beyond the contract: where the upstream keeps its discovery document, when none of
+    # the well-known places (proxy/discovery.py) is it.
+    upstream_discovery_path: str | None = None
     clients_file: Path | None = None
     clients: str | None = None
     keys_file: Path | None = None
@@ -82,6 +85,9 @@ class Settings(BaseSettings):
     jarm_lifetime_seconds: int = Field(default=600, ge=1, le=86400)
     jarm_default_alg: SigningAlg = "RS256"
     require_par: bool = False
+    # Beyond the contract: refuse clients the registry does not know (instead of passing
+    # them through untouched).
+    require_registered_clients: bool = False
     strict_assertion_audience: bool = False
     workers: int = Field(default=1, ge=1, le=64)
     flow_ttl_seconds: int = Field(default=1800, ge=10, le=86400)
@@ -146,7 +152,13 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment (RFC 8414 §2)")
         return value
 
-    @field_validator("authorization_path", "par_path", "jwks_path", "upstream_jwks_path")
+    @field_validator(
+        "authorization_path",
+        "par_path",
+        "jwks_path",
+        "upstream_jwks_path",
+        "upstream_discovery_path",
+    )
     @classmethod
     def _path(cls, value: str | None, info: Any) -> str | None:
         if value is None:

@@ -176,6 +176,34 @@ def legacy_process() -> object:
         process.wait(timeout=10)
 
 
+def test_check_warns_when_the_upstream_has_no_discovery(tmp_path: Path) -> None:
+    """An upstream that answers but keeps no discovery document where the gateway looks:
+    `jargate check` warns, naming the places tried and the setting that fixes it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/")
+        result = run(
+            "check",
+            JARGATE_UPSTREAM_URL=url,
+            JARGATE_ISSUER="http://127.0.0.1:8000",
+            JARGATE_AUTHORIZATION_PATH="/o/authorize/",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert 0 == result.returncode, result.stderr
+    assert "serves no discovery document at any of" in result.stderr
+    assert "/o/.well-known/openid-configuration" in result.stderr
+    assert "JARGATE_UPSTREAM_DISCOVERY_PATH" in result.stderr
+
+
 def _wait_http(url: str, timeout: float = 15.0) -> None:
     import time
     import urllib.error

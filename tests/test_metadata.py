@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient
 
 from proxy import metadata
 from proxy.app import create_app
-from proxy.demo.legacy import legacy_app as bare_legacy_app
 from proxy.keyring import Keyring
 from proxy.metadata import DISCOVERY_PATHS
 from proxy.settings import SIGNING_ALGS
@@ -57,7 +56,8 @@ async def test_upstream_document_is_augmented(
     assert document["request_parameter_supported"] is True
     assert document["request_uri_parameter_supported"] is True
     assert document["require_request_uri_registration"] is True
-    assert document["authorization_response_iss_parameter_supported"] is True
+    # RFC 9207 section 2.4: not claimed while unregistered clients pass through without it.
+    assert document["authorization_response_iss_parameter_supported"] is False
     assert list(SIGNING_ALGS) == document["request_object_signing_alg_values_supported"]
     assert {"ES256", "RS256", "PS256"} == set(
         document["authorization_signing_alg_values_supported"]
@@ -79,13 +79,15 @@ async def test_upstream_document_is_augmented(
 async def test_document_built_when_upstream_has_none(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, keyring: Keyring
 ) -> None:
-    """No upstream document: one is built from the settings, pointing at the gateway's keys."""
-    upstream = await aiohttp_server(bare_legacy_app())
+    """No upstream document anywhere: one is built from the settings with what RFC 8414
+    requires (a token endpoint), pointing at the gateway's keys."""
+    upstream = await aiohttp_server(web.Application())
     client = await gateway(aiohttp_client, str(upstream.make_url("")).rstrip("/"), keyring)
     response = await client.get("/.well-known/oauth-authorization-server")
     document = await response.json()
     assert "http://127.0.0.1:8000" == document["issuer"]
     assert "http://127.0.0.1:8000/authorize" == document["authorization_endpoint"]
+    assert "http://127.0.0.1:8000/token" == document["token_endpoint"]
     assert "http://127.0.0.1:8000/.well-known/jargate/jwks.json" == document["jwks_uri"]
     assert document["request_uri_parameter_supported"] is True
     assert set(JWT_MODES) <= set(document["response_modes_supported"])
@@ -166,7 +168,7 @@ async def test_discovery_never_depends_on_the_requests_host(
         assert "http://127.0.0.1:8000/token" == document["token_endpoint"]
         assert "http://127.0.0.1:8000/jwks" == document["jwks_uri"]
     (received,) = reflecting_legacy.recorder.requests
-    assert_asked_as_issuer(received, path)
+    assert_asked_as_issuer(received, DISCOVERY_PATHS[0])  # the one document, served at both
 
 
 @pytest.mark.parametrize(("forged", "trusted"), FORGED, ids=FORGED_IDS)

@@ -100,14 +100,17 @@ async def authorize(request: web.Request) -> web.StreamResponse:
 async def unregistered(
     request: web.Request, raw: RawParameters, client_id: str | None
 ) -> web.StreamResponse:
-    """A client the registry does not know passes through untouched, unless it uses JAR or
-    JARM, or its ``client_id`` is another spelling of a registered client's (a server that
-    folds case or Unicode would find that client)."""
+    """A client the registry does not know passes through untouched, unless the gateway
+    takes registered clients only, it uses JAR or JARM, or its ``client_id`` is another
+    spelling of a registered client's (a server that folds case or Unicode would find that
+    client)."""
     registry = request.app[appkeys.REGISTRY]
     uses_jar = bool(raw.values("request") or raw.values("request_uri"))
     wants_jarm = any(mode in JWT_MODES for mode in raw.values("response_mode"))
     error: GatewayError | None = None
-    if client_id and registry.equivalent(client_id) is not None:
+    if request.app[appkeys.SETTINGS].require_registered_clients:
+        error = UnauthorizedClient("this client is not registered")
+    elif client_id and registry.equivalent(client_id) is not None:
         error = InvalidRequest("client_id is not the exact identifier of a registered client")
     elif uses_jar or wants_jarm:
         error = (

@@ -22,6 +22,7 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.claims import audience_members, check_times, issued_since
 from proxy.clients import RegisteredClient
+from proxy.discovery import origin_of
 from proxy.errors import (
     ForgottenByStore,
     GatewayError,
@@ -33,7 +34,6 @@ from proxy.errors import (
     TemporarilyUnavailable,
     error_page,
 )
-from proxy.metadata import origin_of
 from proxy.store import hashed_key
 
 from .accept import (
