@@ -130,25 +130,37 @@ class Browser:
 
     def submit(self, page_url: str, html: str) -> tuple[str, str, list[tuple[str, str]]] | None:
         """The request a person would make on this page: the first form, its login fields
-        filled, submitted with its ``allow`` button (a consent page) or its first one."""
+        filled, checked boxes kept, submitted with its consent button (named or valued
+        allow, authorize or grant) or else its first named one."""
         forms = forms_of(html)
         if not forms:
             return None
         form = forms[0]
         fields: list[tuple[str, str]] = []
-        buttons = [i for i in form.inputs if i["type"] == "submit" and i.get("name")]
-        clicked = next((b for b in buttons if b["name"] == "allow"), None) or next(
-            iter(buttons), None
-        )
         for control in form.inputs:
-            name = control.get("name")
-            if not name or control["type"] in ("submit", "button", "reset"):
+            name, kind = control.get("name"), control["type"].lower()
+            if not name or kind in ("submit", "button", "reset", "image"):
                 continue
-            fields.append((name, self.credentials.get(name, control.get("value", ""))))
+            if kind in ("checkbox", "radio") and "checked" not in control:
+                continue
+            default = "on" if kind in ("checkbox", "radio") else ""
+            fields.append((name, self.credentials.get(name, control.get("value", default))))
+        clicked = _button(form)
         if clicked is not None:
             fields.append((clicked["name"], clicked.get("value", "")))
         action = urljoin(page_url, form.action) if form.action else page_url
         return action, form.method, fields
+
+
+CONSENT = frozenset({"allow", "authorize", "grant"})
+
+
+def _button(form: Form) -> dict[str, str] | None:
+    buttons = [c for c in form.inputs if c["type"].lower() == "submit" and c.get("name")]
+    for button in buttons:
+        if {button["name"].lower(), button.get("value", "").lower()} & CONSENT:
+            return button
+    return next(iter(buttons), None)
 
 
 def query_of(url: str) -> dict[str, Any]:

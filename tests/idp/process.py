@@ -25,13 +25,16 @@ from tests.support import REPO, free_port
 
 @dataclass(frozen=True)
 class Paths:
-    """Where a provider serves what, and the path its issuer ends with."""
+    """Where a provider serves what, the path its issuer ends with, and other spellings of
+    its authorization path that its stack routes to the same view (gunicorn decodes
+    ``%2F`` into ``/`` before Django routes)."""
 
     issuer_path: str
     authorization: str
     token: str
     jwks: str
     discovery: str
+    spellings: tuple[str, ...]
 
 
 PATHS = {
@@ -41,6 +44,7 @@ PATHS = {
         token="/o/token/",
         jwks="/o/.well-known/jwks.json",
         discovery="/o/.well-known/openid-configuration",
+        spellings=("/o%2Fauthorize/", "/o/authorize%2F"),
     ),
     "dop": Paths(
         issuer_path="/openid",
@@ -48,9 +52,22 @@ PATHS = {
         token="/openid/token",
         jwks="/openid/jwks",
         discovery="/openid/.well-known/openid-configuration",
+        spellings=("/openid%2Fauthorize", "/openid/authorize%2F"),
+    ),
+    "allauth": Paths(
+        issuer_path="",
+        authorization="/identity/o/authorize",
+        token="/identity/o/api/token",
+        jwks="/.well-known/jwks.json",
+        discovery="/.well-known/openid-configuration",
+        spellings=("/identity%2Fo/authorize", "/identity/o%2Fauthorize"),
     ),
 }
-NAMES = {"dot": "django-oauth-toolkit", "dop": "django-oidc-provider"}
+NAMES = {
+    "dot": "django-oauth-toolkit",
+    "dop": "django-oidc-provider",
+    "allauth": "django-allauth",
+}
 
 
 @dataclass
@@ -99,8 +116,8 @@ def _rsa_pem() -> str:
 
 
 def start(server: str, gateway_origin: str, clients: list[dict[str, Any]]) -> IdentityProvider:
-    """Provision and start ``server`` (``dot`` or ``dop``) with its issuer at the gateway's
-    origin; ``clients``: ``client_id``, ``client_secret``, ``redirect_uris``."""
+    """Provision and start ``server`` (``dot``, ``dop`` or ``allauth``) with its issuer at
+    the gateway's origin; ``clients``: ``client_id``, ``client_secret``, ``redirect_uris``."""
     paths = PATHS[server]
     state_dir = Path(tempfile.mkdtemp(prefix=f"jargate-idp-{server}-"))
     (state_dir / "oidc-rsa.pem").write_text(_rsa_pem())

@@ -57,6 +57,26 @@ def provision_dop(clients: list[dict[str, str | list[str]]]) -> None:
         created.response_types.add(code)
 
 
+def provision_allauth(clients: list[dict[str, str | list[str]]]) -> None:
+    """django-allauth: confidential code clients (secrets hashed by allauth), consent on."""
+    from allauth.idp.oidc.models import Client
+
+    for client in clients:
+        created = Client(
+            id=str(client["client_id"]),
+            name=str(client["client_id"]),
+            type=Client.Type.CONFIDENTIAL,
+            scopes="openid\nprofile",
+            skip_consent=False,
+        )
+        created.set_secret(str(client["client_secret"]))
+        created.set_redirect_uris(list(client["redirect_uris"]))
+        created.save()
+
+
+PROVISION = {"dot": provision_dot, "dop": provision_dop, "allauth": provision_allauth}
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.idp.settings")
     django.setup()
@@ -65,10 +85,7 @@ def main() -> None:
 
     User.objects.create_user(USERNAME, password=PASSWORD, email="alice@example.com")
     clients = json.loads(os.environ["IDP_CLIENTS"])
-    if settings.SERVER == "dot":
-        provision_dot(clients)
-    else:
-        provision_dop(clients)
+    PROVISION[settings.SERVER](clients)
 
 
 if __name__ == "__main__":

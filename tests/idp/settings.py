@@ -1,8 +1,10 @@
 """Django settings of the test identity providers, from the environment the fixture sets.
 
-``IDP_SERVER`` picks the provider, ``IDP_STATE_DIR`` holds the SQLite database and the
-ID-token key, ``IDP_ISSUER`` is the gateway's public issuer (what ID tokens must carry),
-``IDP_ACCESS_LOG`` is where :mod:`tests.idp.recorder` writes every request it sees.
+``IDP_SERVER`` picks the provider (``dot``: django-oauth-toolkit, ``dop``:
+django-oidc-provider, ``allauth``: django-allauth's OpenID provider), ``IDP_STATE_DIR``
+holds the SQLite database and the ID-token key, ``IDP_ISSUER`` is the gateway's public
+issuer (what ID tokens must carry), ``IDP_ACCESS_LOG`` is where
+:mod:`tests.idp.recorder` writes every request it sees.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
+PROVIDER_APPS = {
+    "dot": ["oauth2_provider"],
+    "dop": ["oidc_provider"],
+    "allauth": ["allauth", "allauth.account", "allauth.idp.oidc"],
+}
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
-    "oauth2_provider" if SERVER == "dot" else "oidc_provider",
+    *PROVIDER_APPS[SERVER],
 ]
 MIDDLEWARE = [
     "tests.idp.recorder.RecordRequests",
@@ -34,6 +41,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
+if SERVER == "allauth":
+    MIDDLEWARE.append("allauth.account.middleware.AccountMiddleware")
 ROOT_URLCONF = "tests.idp.urls"
 TEMPLATES = [
     {
@@ -63,7 +72,15 @@ if SERVER == "dot":
         "REQUEST_APPROVAL_PROMPT": "force",
         "SCOPES": {"openid": "OpenID Connect", "profile": "Your profile"},
     }
-else:
+elif SERVER == "dop":
     # django-oidc-provider's issuer is SITE_URL plus the path it is mounted at (/openid).
     parts = urlsplit(ISSUER)
     SITE_URL = f"{parts.scheme}://{parts.netloc}"
+else:
+    # django-allauth's issuer is the request's origin (the Host the gateway passes on).
+    IDP_OIDC_PRIVATE_KEY = (STATE_DIR / "oidc-rsa.pem").read_text()
+    ACCOUNT_LOGIN_METHODS = {"username"}
+    ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*", "password2*"]
+    ACCOUNT_EMAIL_VERIFICATION = "none"
+    ACCOUNT_RATE_LIMITS = False
+    AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
