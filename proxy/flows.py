@@ -68,6 +68,9 @@ class Flow:
     forwarded: dict[str, str] = field(default_factory=dict)
     #: The digest of the binding value of the browser that started it (:mod:`proxy.binding`).
     browser: str = ""
+    #: The :func:`value_digest` of the query the browser started it with (the URL a consent
+    #: form without ``action``, shown at once, posts back to).
+    started: str = ""
 
     def to_json(self) -> str:
         """The stored form."""
@@ -103,13 +106,16 @@ class PendingFlow:
 
 
 async def store_pending(
-    store: Store, pending: PendingFlow, browser: str, source: str | None = None
+    store: Store, pending: PendingFlow, browser: str, started: str, source: str | None = None
 ) -> None:
     """Store a flow that must wait for ``browser`` (a binding digest) to come back, in one
-    round trip. ``source``: who made it, for a flow anyone can make (a plain request); the
-    store bounds what each source may have waiting."""
+    round trip. ``started``: the query of the browser's request that started it.
+    ``source``: who made it, for a flow anyone can make (a plain request); the store
+    bounds what each source may have waiting."""
     forwarded = {name: value_digest(value) for name, value in pending.forwarded}
-    flow = replace(pending.flow, forwarded=forwarded, browser=browser)
+    flow = replace(
+        pending.flow, forwarded=forwarded, browser=browser, started=value_digest(started)
+    )
     entries = [(flow_key(pending.handle), flow.to_json(), pending.ttl)]
     entries.extend((key, value.bound_json(browser), ttl) for key, value, ttl in pending.also)
     await store.put_many(entries, unverified_source=source)

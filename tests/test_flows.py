@@ -229,6 +229,49 @@ async def test_consent_form_posted_to_the_authorization_url_passes(
     assert hashlib.sha256(body.encode()).hexdigest() == received.body_sha256
 
 
+async def test_consent_form_with_empty_and_null_fields_passes(jar: Jar, legacy: Legacy) -> None:
+    """django-oauth-toolkit's consent form sends the hidden fields of parameters the request
+    did not have as empty (resource=) or JSON null (claims=null): absent (RFC 6749 section
+    3.1), they pass; a claims request that was not in the flow is still refused."""
+    client = await jar()
+    saved, handle = await start(client)
+    form = {"csrfmiddlewaretoken": "t0k3n", "state": handle, "claims": "null", "resource": ""}
+    body = urlencode({**form, "allow": "Authorize"})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await raw(client, "POST", saved, data=body, headers=headers)
+    assert 200 == response.status
+    received = legacy.recorder.requests[-1]
+    assert ("POST", saved) == (received.method, received.raw_path)
+    seen = len(legacy.recorder.requests)
+    added = urlencode({**form, "claims": '{"id_token":{"acr":null}}'})
+    response = await raw(client, "POST", saved, data=added, headers=headers)
+    assert "was not in" in await refused(response, legacy, seen, "invalid_request")
+
+
+async def test_consent_form_posted_to_the_starting_url_passes(jar: Jar, legacy: Legacy) -> None:
+    """A consent page shown at once (the user is signed in) and without action posts back to
+    the URL the flow started from, the client's request in its query: the body alone
+    resumes the flow and alone goes upstream, to the authorization path without the query."""
+    client = await jar()
+    token = sign(Claims().build(prompt="login"), "ES256")
+    started = "/authorize?" + urlencode({"client_id": "app", "request": token})
+    response = await raw(client, "GET", started)
+    assert 302 == response.status
+    saved = parse_qs(urlsplit(response.headers["Location"]).query)["return"][0]
+    query = dict(parse_qsl(urlsplit(saved).query))
+    body = urlencode({"csrfmiddlewaretoken": "t0k3n", "allow": "Authorize", **query})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await raw(client, "POST", started, data=body, headers=headers)
+    assert 200 == response.status
+    received = legacy.recorder.requests[-1]
+    assert ("POST", "/authorize") == (received.method, received.raw_path)
+    assert hashlib.sha256(body.encode()).hexdigest() == received.body_sha256
+    seen = len(legacy.recorder.requests)
+    changed = urlencode({**query, "scope": "openid admin"})
+    response = await raw(client, "POST", started, data=changed, headers=headers)
+    assert "differs" in await refused(response, legacy, seen, "invalid_request")
+
+
 def _changed(saved: str, name: str, value: str) -> str:
     parts = urlsplit(saved)
     pairs = parse_qsl(parts.query, keep_blank_values=True)

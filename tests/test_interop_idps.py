@@ -9,11 +9,6 @@ the gateway and validates the ID token.
 Each refusal asserts the error, where it went (the gateway's page, or the client's
 redirect URI), that no code was delivered, and that the provider received nothing: its
 own record of every request (:mod:`tests.idp.recorder`) did not grow.
-
-jargate refuses requests that django-oauth-toolkit's and django-allauth's consent pages
-make, so the flows through them fail today; they are marked as strict expected failures
-naming the rule (:data:`REFUSED_BY_THE_GATEWAY`), and turn into failures once the gateway
-accepts them, when the marks must go.
 """
 
 from __future__ import annotations
@@ -59,49 +54,6 @@ from tests.support import free_port, make_settings
 
 pytestmark = pytest.mark.slow
 
-EMPTY_FIELDS = (
-    "jargate refuses django-oauth-toolkit's consent POST: its hidden fields claims=null and "
-    "resource= (empty) count as parameters added to the flow (proxy/request/reentry.py, "
-    "check_resumes), where RFC 6749 section 3.1 says an empty parameter is omitted"
-)
-POSTED_TO_START = (
-    "jargate refuses the consent form django-oauth-toolkit shows a signed-in user at once and "
-    "that posts back (no action) to the gateway's authorization URL the flow started from: "
-    "its query holds request / request_uri / the client's own state, which check_resumes and "
-    "RawParameters.merged refuse as added or differing (proxy/request/reentry.py)"
-)
-ALLAUTH_REQUEST_FIELD = (
-    "jargate refuses django-allauth's consent POST: its form carries allauth's signed state "
-    "in a field named request (not a JWT) and no client_id, which unregistered() in "
-    "proxy/request/authorize.py reads as a request object without client_id "
-    "(invalid_request, client_id is required)"
-)
-#: The flows jargate refuses today, by provider, and why.
-REFUSED_BY_THE_GATEWAY = {
-    "dot": {
-        "test_jar_by_value_through_login_and_consent": EMPTY_FIELDS,
-        "test_par_with_a_signed_request_object": EMPTY_FIELDS,
-        "test_par_with_plain_parameters": EMPTY_FIELDS,
-        "test_plain_flow_of_a_registered_client": EMPTY_FIELDS,
-        "test_replayed_request_object_is_refused": EMPTY_FIELDS,
-        "test_used_request_uri_is_refused": EMPTY_FIELDS,
-        "test_a_signed_in_user_consents_again": EMPTY_FIELDS + "; and " + POSTED_TO_START,
-    },
-    "allauth": dict.fromkeys(
-        [
-            "test_jar_by_value_through_login_and_consent",
-            "test_par_with_a_signed_request_object",
-            "test_par_with_plain_parameters",
-            "test_plain_flow_of_a_registered_client",
-            "test_plain_flow_of_an_unregistered_client",
-            "test_replayed_request_object_is_refused",
-            "test_used_request_uri_is_refused",
-            "test_a_signed_in_user_consents_again",
-        ],
-        ALLAUTH_REQUEST_FIELD,
-    ),
-}
-
 
 @cache
 def gateway_keys() -> Keyring:
@@ -130,9 +82,6 @@ async def peers(
     request: pytest.FixtureRequest,
 ) -> Peers:
     """jargate (memory store) at the origin the provider's issuer names."""
-    refused = REFUSED_BY_THE_GATEWAY.get(provider.server, {}).get(request.node.originalname)
-    if refused is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=refused))
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the loopback issuer is http
     settings = make_settings(
         provider.url,

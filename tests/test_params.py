@@ -183,6 +183,25 @@ async def test_unregistered_consent_post_passes_untouched(
     assert hashlib.sha256(body.encode()).hexdigest() == received.body_sha256
 
 
+async def test_consent_post_with_the_servers_own_request_field_passes_untouched(
+    gateway: GatewayFactory, legacy: Legacy
+) -> None:
+    """django-allauth's consent form posts its own signed state as ``request`` (not a JWT)
+    without client_id: the upstream's field, passed on byte for byte; a request object
+    without client_id is still refused."""
+    client = await gateway()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    jwt_shaped = "csrfmiddlewaretoken=t&request=a.b.c&action=grant"
+    response = await raw(client, "POST", "/authorize", data=jwt_shaped, headers=headers)
+    assert "client_id is required" in await refused(response, legacy)
+    body = "csrfmiddlewaretoken=t&request=eyJzY29wZXMiOlsib3BlbmlkIl19%3A1uX2Zq%3Asig&action=grant"
+    response = await raw(client, "POST", "/authorize", data=body, headers=headers)
+    assert 200 == response.status
+    (received,) = legacy.recorder.requests
+    assert ("POST", "/authorize") == (received.method, received.raw_path)
+    assert hashlib.sha256(body.encode()).hexdigest() == received.body_sha256
+
+
 async def test_encoded_bodies_pass_through_as_sent(gateway: GatewayFactory, legacy: Legacy) -> None:
     """A gzip-encoded body to a path the gateway does not own reaches the upstream as the
     client encoded it (it is not decoded on the way)."""

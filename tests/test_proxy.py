@@ -417,7 +417,7 @@ async def test_access_log_has_request_id_and_no_query(
     client = await gateway()
     with caplog.at_level(logging.DEBUG, logger="jargate.access"):
         response = await client.get("/cb?code=SECRETCODE&access_token=SECRETTOKEN")
-        refused = await client.get("/authorize?request=SECRETOBJECT")
+        refused = await client.get("/authorize?request=SECRETOBJECT.e30.sig")
     assert (200, 400) == (response.status, refused.status)
     # The refusal (a request object without client_id) is the gateway's own JSON page,
     # sent back to the caller, and never reached the upstream.

@@ -41,6 +41,7 @@ from .obtain import describe_source
 from .params import JWT_MODES, RawParameters, read_params
 from .redeem import authorize_pushed
 from .reentry import handle_of, reenter
+from .verify import is_compact
 
 
 async def authorize(request: web.Request) -> web.StreamResponse:
@@ -105,10 +106,12 @@ async def unregistered(
     spelling of a registered client's (a server that folds case or Unicode would find that
     client)."""
     registry = request.app[appkeys.REGISTRY]
-    uses_jar = bool(raw.values("request") or raw.values("request_uri"))
+    # A request that is no compact JWS or JWE is the upstream's own form field (allauth's
+    # consent form posts its signed state under that name).
+    uses_jar = any(map(is_compact, raw.values("request"))) or bool(raw.values("request_uri"))
     wants_jarm = any(mode in JWT_MODES for mode in raw.values("response_mode"))
     error: GatewayError | None = None
-    if request.app[appkeys.SETTINGS].require_registered_clients:
+    if client_id and request.app[appkeys.SETTINGS].require_registered_clients:
         error = UnauthorizedClient("this client is not registered")
     elif client_id and registry.equivalent(client_id) is not None:
         error = InvalidRequest("client_id is not the exact identifier of a registered client")

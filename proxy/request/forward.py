@@ -96,19 +96,24 @@ async def send_upstream(
     return await relay_or_complete(request, upstream, pending)
 
 
-async def open_as_sent(request: web.Request) -> UpstreamAnswer:
-    """The request as it came, its body too: the gateway read the whole body to check it,
-    so that copy goes upstream."""
+async def open_as_sent(request: web.Request, raw_target: str | None = None) -> UpstreamAnswer:
+    """The request as it came (to ``raw_target`` if given), its body too: the gateway read
+    the whole body to check it, so that copy goes upstream."""
     body = (
         await read_request_body(request)
         if request.method == "POST" and request.body_exists
         else None
     )
     return await request.app[appkeys.UPSTREAM].open(
-        request, request_id=REQUEST_ID.get(), read_body=body, scanned=scans(request)
+        request,
+        raw_target=raw_target,
+        request_id=REQUEST_ID.get(),
+        read_body=body,
+        scanned=scans(request),
     )
 
 
-async def pass_on(request: web.Request) -> web.StreamResponse:
-    """Send the request upstream as it came and answer with what the upstream says."""
-    return await relay_or_complete(request, await open_as_sent(request))
+async def pass_on(request: web.Request, raw_target: str | None = None) -> web.StreamResponse:
+    """Send the request upstream as it came (to ``raw_target`` if given) and answer with
+    what the upstream says."""
+    return await relay_or_complete(request, await open_as_sent(request, raw_target))

@@ -29,7 +29,7 @@ from proxy.flows import looks_like_handle, peek_flow, value_digest
 
 from .accept import decide
 from .forward import pass_on
-from .params import AUTHORIZATION_PARAMETERS, RawParameters
+from .params import AUTHORIZATION_PARAMETERS, JSON_PARAMETERS, RawParameters
 
 
 def handle_of(raw: RawParameters) -> str | None:
@@ -48,12 +48,24 @@ async def reenter(request: web.Request, raw: RawParameters, handle: str) -> web.
         raise InvalidRequest("this authorization flow is unknown or has expired")
     try:
         check_bound(request, app[appkeys.SETTINGS], flow.browser)
-        check_resumes(raw, flow.forwarded)
+        at_start = request.method == "POST" and posted_to_start(request, flow.started)
+        # A form without action shown at once posts to the page's URL, the client's request
+        # that started the flow: only its body resumes it, and only the body goes upstream
+        # (a server that merges query and body must not read the client's own parameters).
+        check_resumes(RawParameters([], raw.form) if at_start else raw, flow.forwarded)
     except InvalidRequest as err:
         decide(request, flow.client_id, "refused", err.error, "reentry")
         raise
     decide(request, flow.client_id, "accepted", "none", "reentry")
+    if at_start:
+        return await pass_on(request, raw_target=request.raw_path.partition("?")[0])
     return await pass_on(request)
+
+
+def posted_to_start(request: web.Request, started: str) -> bool:
+    """True when the request's query is the one the flow was started with."""
+    query = request.raw_path.partition("?")[2]
+    return bool(started) and hmac.compare_digest(value_digest(query), started)
 
 
 def check_resumes(raw: RawParameters, forwarded: dict[str, str]) -> None:
@@ -63,5 +75,11 @@ def check_resumes(raw: RawParameters, forwarded: dict[str, str]) -> None:
         if expected is not None:
             if not hmac.compare_digest(value_digest(value), expected):
                 raise InvalidRequest(f"parameter {name!r} differs from the flow it resumes")
-        elif name in AUTHORIZATION_PARAMETERS:
+        elif name in AUTHORIZATION_PARAMETERS and not means_absent(name, value):
             raise InvalidRequest(f"parameter {name!r} was not in the flow it resumes")
+
+
+def means_absent(name: str, value: str) -> bool:
+    """A value that says the parameter is not there: empty (RFC 6749 section 3.1), or JSON
+    ``null`` for a JSON-valued one (django-oauth-toolkit's consent form sends both)."""
+    return value == "" or (name in JSON_PARAMETERS and value == "null")

@@ -91,12 +91,16 @@ def decode_json_segment(
     return value
 
 
+def is_compact(token: str) -> bool:
+    """True when ``token`` has the shape of a compact JWS (3 parts) or JWE (5)."""
+    return token.count(".") in (2, 4) and bool(token.split(".", 1)[0])
+
+
 def split_compact(token: str, kind: str = "request object") -> list[str]:
     """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
-    parts = token.split(".")
-    if len(parts) not in (3, 5) or not all(parts[:1]):
+    if not is_compact(token):
         raise InvalidRequestObject(f"the {kind} is not a compact JWS or JWE")
-    return parts
+    return token.split(".")
 
 
 def decrypt_request_object(

@@ -130,7 +130,10 @@ async def relay_or_complete(
             source = None
             if pending.flow.source == "plain":
                 source = address_group(client_address(request, settings.trusted_proxies))
-            await store_pending(request.app[appkeys.STORE], pending, browser.digest, source)
+            started = request.raw_path.partition("?")[2]
+            await store_pending(
+                request.app[appkeys.STORE], pending, browser.digest, started, source
+            )
             if browser.new:
                 extra.append(browser.set_cookie(settings))
         if page is None:
