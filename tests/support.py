@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,29 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+@contextmanager
+def sentinel_watching(master: RedisServer, directory: Path) -> Iterator[int]:
+    """A real Sentinel on a free port monitoring ``master`` as service ``jargate``; its
+    port. Stopped, with the master, on the way out."""
+    port = free_port()
+    config = directory / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor jargate 127.0.0.1 {master.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [redis_server_binary(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        RedisServer(port=port).wait_ready()
+        yield port
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=10)
+        master.stop()
 
 
 def shared_redis_url() -> tuple[str, RedisServer | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import redis
 
 from proxy.errors import StoreUnavailable, TooManyPendingFlows
 from proxy.store import MemoryStore, RedisStore, Store, build_store, hashed_key
-from tests.support import RedisServer, free_port, redis_server_binary
+from tests.support import RedisServer, free_port, sentinel_watching
 
 
 async def test_claim_once_is_true_only_the_first_time(store: Store) -> None:
@@ -269,19 +268,7 @@ async def test_sentinel_url(tmp_path: Path) -> None:
     """redis+sentinel://host:port/service finds the master through a real Sentinel, and
     opens at most ``?max_connections=`` connections to it."""
     master = RedisServer().start()
-    sentinel_port = free_port()
-    config = tmp_path / "sentinel.conf"
-    config.write_text(
-        f"port {sentinel_port}\nbind 127.0.0.1\n"
-        f"sentinel monitor jargate 127.0.0.1 {master.port} 1\n"
-    )
-    sentinel = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
-        [redis_server_binary(), str(config), "--sentinel"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        RedisServer(port=sentinel_port).wait_ready()
+    with sentinel_watching(master, tmp_path) as sentinel_port:
         store = RedisStore.from_url(
             f"redis+sentinel://127.0.0.1:{sentinel_port}/jargate?max_connections=2"
         )
@@ -298,10 +285,6 @@ async def test_sentinel_url(tmp_path: Path) -> None:
             await store.close()
         assert client.get("jargate:through-sentinel-19") == b"v"
         client.close()
-    finally:
-        sentinel.terminate()
-        sentinel.wait(timeout=10)
-        master.stop()
 
 
 def _cluster_port() -> int:

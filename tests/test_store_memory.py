@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from proxy.observability import Metrics, metrics_app
 from proxy.redis_connections import master_marker
 from proxy.store import MemoryStore, RedisStore
 from tests.conftest import AiohttpClient, GatewayFactory
-from tests.support import RedisServer, free_port, redis_server_binary
+from tests.support import RedisServer, sentinel_watching
 from tests.test_store import _cluster_port
 
 MARKER = "jargate:since"
@@ -201,19 +200,7 @@ async def test_sentinel_master_restarted_empty_is_detected(tmp_path: Path) -> No
     """Through Sentinel: the master restarted empty at its address, the next claim answers
     once memory_since is past the restart."""
     master = RedisServer().start()
-    sentinel_port = free_port()
-    config = tmp_path / "sentinel.conf"
-    config.write_text(
-        f"port {sentinel_port}\nbind 127.0.0.1\n"
-        f"sentinel monitor jargate 127.0.0.1 {master.port} 1\n"
-    )
-    sentinel = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
-        [redis_server_binary(), str(config), "--sentinel"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        RedisServer(port=sentinel_port).wait_ready()
+    with sentinel_watching(master, tmp_path) as sentinel_port:
         store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{sentinel_port}/jargate")
         try:
             assert await store.claim_once("jti:s", 60)
@@ -222,10 +209,6 @@ async def test_sentinel_master_restarted_empty_is_detected(tmp_path: Path) -> No
             assert between <= store.memory_since == marker(master)
         finally:
             await store.close()
-    finally:
-        sentinel.terminate()
-        sentinel.wait(timeout=10)
-        master.stop()
 
 
 async def _cluster_ready(node: RedisServer) -> None:
