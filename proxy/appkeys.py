@@ -1,29 +1,37 @@
-"""Every typed ``web.AppKey`` of the gateway, and nothing else."""
+"""Every typed ``web.AppKey`` of the gateway, and nothing else. The types are imported for
+type checking only, so that any module may import this one."""
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from .client_keys import JwksCache
-from .clients import ClientRegistry
-from .keyring import Keyring
-from .metadata import Metadata
-from .observability import Metrics
-from .request.obtain import RequestUriFetches
-from .settings import Settings
-from .store import Store
-from .upstream import Upstream
+if TYPE_CHECKING:
+    import aiohttp
 
-SETTINGS = web.AppKey("settings", Settings)
-REGISTRY = web.AppKey("registry", ClientRegistry)
-KEYRING = web.AppKey("keyring", Keyring)
-METRICS = web.AppKey("metrics", Metrics)
+    from .client_keys import JwksCache
+    from .clients import ClientRegistry
+    from .keyring import Keyring
+    from .metadata import Metadata
+    from .observability import Metrics
+    from .query import Prequoted
+    from .request.obtain import RequestUriFetches
+    from .settings import Settings
+    from .store import Store
+    from .upstream import Upstream
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+REGISTRY: web.AppKey[ClientRegistry] = web.AppKey("registry")
+KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 STORE: web.AppKey[Store] = web.AppKey("store")
-UPSTREAM = web.AppKey("upstream", Upstream)
-#: Outbound HTTP for client jwks_uri and request_uri fetches (never the upstream pool).
-OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
-JWKS_CACHE = web.AppKey("jwks_cache", JwksCache)
-METADATA = web.AppKey("metadata", Metadata)
+UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
+#: Outbound HTTP for client jwks_uri fetches (never the upstream pool).
+OUTBOUND: web.AppKey[aiohttp.ClientSession] = web.AppKey("outbound")
+JWKS_CACHE: web.AppKey[JwksCache] = web.AppKey("jwks_cache")
+METADATA: web.AppKey[Metadata] = web.AppKey("metadata")
 #: request_uri fetches: a separate session whose resolver refuses non-public addresses.
-FETCH = web.AppKey("fetch", RequestUriFetches)
+FETCH: web.AppKey[RequestUriFetches] = web.AppKey("fetch")
+#: The configured values quoted once for the queries the gateway writes (:mod:`proxy.query`).
+PREQUOTED: web.AppKey[Prequoted] = web.AppKey("prequoted")

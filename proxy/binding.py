@@ -74,4 +74,6 @@ def check_bound(request: web.BaseRequest, settings: Settings, digest: str) -> No
     """Refuse unless the request comes from the browser a flow is bound to."""
     value = presented(request, settings)
     if not digest or value is None or not hmac.compare_digest(Browser(value, False).digest, digest):
-        raise InvalidRequest("this authorization was started in another browser")
+        raise InvalidRequest(
+            "this authorization was started in another browser", rule="flow.other_browser"
+        )

@@ -15,6 +15,11 @@ from .errors import GatewayError
 MAX_NUMERIC_DATE = float(2**53)
 
 
+def rule_prefix(kind: str) -> str:
+    """The rule ids' prefix for a kind of JWT: ``request_object``, ``client_assertion``."""
+    return kind.replace(" ", "_")
+
+
 def numeric_date(
     claims: dict[str, Any], name: str, error: type[GatewayError], kind: str
 ) -> float | None:
@@ -24,13 +29,14 @@ def numeric_date(
     value = claims.get(name)
     if value is None:
         return None
+    rule = f"{rule_prefix(kind)}.{name}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise error(f"the {kind}'s {name} must be a number")
+        raise error(f"the {kind}'s {name} must be a number", rule=rule)
     if isinstance(value, int) and not 0 <= value <= MAX_NUMERIC_DATE:
-        raise error(f"the {kind}'s {name} is out of range")
+        raise error(f"the {kind}'s {name} is out of range", rule=rule)
     number = float(value)
     if not math.isfinite(number) or not 0 <= number <= MAX_NUMERIC_DATE:
-        raise error(f"the {kind}'s {name} is out of range")
+        raise error(f"the {kind}'s {name} is out of range", rule=rule)
     return number
 
 
@@ -44,14 +50,15 @@ def check_times(
     """``exp`` required and not past, ``nbf`` and ``iat`` not in the future, with ``skew``
     of leeway. Returns ``(exp, nbf, iat)``."""
     exp, nbf, iat = (numeric_date(claims, name, error, kind) for name in ("exp", "nbf", "iat"))
+    prefix = rule_prefix(kind)
     if exp is None:
-        raise error(f"the {kind}'s exp is required")
+        raise error(f"the {kind}'s exp is required", rule=f"{prefix}.exp")
     if exp <= now - skew:
-        raise error(f"the {kind} has expired")
+        raise error(f"the {kind} has expired", rule=f"{prefix}.exp")
     if nbf is not None and nbf > now + skew:
-        raise error(f"the {kind} is not valid yet (nbf)")
+        raise error(f"the {kind} is not valid yet (nbf)", rule=f"{prefix}.nbf")
     if iat is not None and iat > now + skew:
-        raise error(f"the {kind} was issued in the future (iat)")
+        raise error(f"the {kind} was issued in the future (iat)", rule=f"{prefix}.iat")
     return exp, nbf, iat
 
 
@@ -59,7 +66,10 @@ def audience_members(aud: Any, error: type[GatewayError], kind: str) -> list[str
     """``aud`` as RFC 7519 section 4.1.3 shapes it: a string, or a non-empty array of strings."""
     members = [aud] if isinstance(aud, str) else aud
     if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise error(f"the {kind}'s aud must be a string or an array of strings")
+        raise error(
+            f"the {kind}'s aud must be a string or an array of strings",
+            rule=f"{rule_prefix(kind)}.aud",
+        )
     return members
 
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from joserfc.jwk import Key, import_key
 
 from . import __version__
-from .app import check_keys_cover_clients, create_app, load_keyring
+from .app import create_app
 from .clients import ClientRegistry, RegistryError, load_registry
 from .demo.run import run_demo
 from .errors import StoreUnavailable
@@ -33,6 +33,7 @@ from .keyring import (
     generate_private_jwks,
     read_private_jwks,
 )
+from .loading import check_keys_cover_clients, load_keyring
 from .metadata import discovery_advice, issuer_problem, upstream_discovery
 from .observability import Metrics, metrics_app, setup_logging
 from .request.make import make_request_object, par_form

@@ -1,48 +1,52 @@
-"""The OAuth error model, and the gateway's own error page.
+"""The gateway's errors: what each one is, and where it may be delivered.
 
-Every refusal the gateway makes is one of these, each with the RFC's short code::
+Every error the gateway answers with is a :class:`Refusal` (a request it will not serve,
+with the RFC's code, an HTTP status and a stable rule id) or an outage, a
+:class:`TemporarilyUnavailable` (a dependency is down: it fails closed)::
 
-    GatewayError                      error                     status
-    ├── InvalidRequest                invalid_request           400
-    │   ├── PayloadTooLarge                                     413
-    │   ├── MethodNotAllowed                                    405
-    │   └── PolicyRefusal             (report mode lets it pass)
-    ├── InvalidRequestObject          invalid_request_object    400
-    │   └── ReplayedObject
-    │       └── ForgottenByStore
-    ├── InvalidRequestUri             invalid_request_uri       400
-    ├── RequestNotSupported           request_not_supported     400
-    ├── RequestUriNotSupported        request_uri_not_supported 400
-    ├── UnauthorizedClient            unauthorized_client       400
-    ├── InvalidClient                 invalid_client            401
-    ├── ServerError                   server_error              500
-    │   ├── JarmKeyMissing
-    │   ├── UpstreamRedirectMismatch                            502
-    │   └── UpstreamUncheckable                                 502
-    └── TemporarilyUnavailable        temporarily_unavailable   503
+    GatewayError                          error                     status
+    ├── Refusal
+    │   ├── InvalidRequest                invalid_request           400
+    │   │   ├── PayloadTooLarge                                     413
+    │   │   ├── MethodNotAllowed                                    405
+    │   │   └── PolicyRefusal             (report mode lets it pass)
+    │   ├── InvalidRequestObject          invalid_request_object    400
+    │   │   └── ReplayedObject
+    │   │       └── ForgottenByStore
+    │   ├── InvalidRequestUri             invalid_request_uri       400
+    │   ├── RequestNotSupported           request_not_supported     400
+    │   ├── RequestUriNotSupported        request_uri_not_supported 400
+    │   ├── UnauthorizedClient            unauthorized_client       400
+    │   ├── InvalidClient                 invalid_client            401
+    │   └── ServerError                   server_error              500
+    │       ├── JarmKeyMissing
+    │       ├── UpstreamRedirectMismatch                            502
+    │       └── UpstreamUncheckable                                 502
+    └── TemporarilyUnavailable (outages)  temporarily_unavailable   503
         ├── StoreUnavailable                                    503
         │   └── TooManyPendingFlows
         ├── UpstreamUnavailable                                 502
         └── UpstreamTimeout                                     504
 
-One place, :func:`error_page`, turns an error into the gateway's own answer (JSON, or
-HTML for browsers). Where an error is delivered instead by redirect to the client is
-decided on the request path, which knows whether the redirect URI is trusted.
+A refusal made where the client's redirect URI is trusted carries that destination
+(:meth:`Refusal.to`); one place, :func:`proxy.boundary.answer`, delivers every error:
+to the destination as an authorization error response, or on the gateway's own page.
 
 An error's ``error`` and ``description`` only ever hold the characters RFC 6749 allows
 in ``error`` and ``error_description`` (:func:`oauth_text`), whatever they were built
 from; the exception's own message (``str(err)``, for logs) keeps the text as written.
+Each error names the rule that refused (``rule``, e.g. ``request_object.aud``): in the
+log line and the decision metric, never to the client.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from .flows import Destination
 
 log = logging.getLogger("jargate")
 
@@ -83,6 +87,11 @@ class GatewayError(Exception):
     error: str = "server_error"
     status: int = 400
     description: str = ""
+    #: The stable identifier of the rule that refused (a fixed list, docs/reference.md).
+    rule: str = "gateway"
+    #: Where the error may be delivered as an authorization error response (a trusted
+    #: redirect URI); None: the gateway's own page.
+    destination: Destination | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -90,9 +99,11 @@ class GatewayError(Exception):
             if name in vars(cls):
                 setattr(cls, name, oauth_text(vars(cls)[name]))
 
-    def __init__(self, description: str | None = None) -> None:
+    def __init__(self, description: str | None = None, *, rule: str | None = None) -> None:
         if description is not None:
             self.description = description
+        if rule is not None:
+            self.rule = rule
         super().__init__(
             f"{self.error}: {self.description if description is None else description}"
         )
@@ -101,21 +112,33 @@ class GatewayError(Exception):
         super().__setattr__(name, oauth_text(value) if name in _CLIENT_FACING else value)
 
 
-class InvalidRequest(GatewayError):
+class Refusal(GatewayError):
+    """A request the gateway will not serve."""
+
+    def to(self, destination: Destination) -> Refusal:
+        """This refusal, to be delivered to ``destination`` (its redirect URI is trusted)."""
+        self.destination = destination
+        return self
+
+
+class InvalidRequest(Refusal):
     """RFC 6749 §4.1.2.1: the request is missing, repeats or misuses a parameter."""
 
+    rule = "request"
     error = "invalid_request"
 
 
 class PayloadTooLarge(InvalidRequest):
     """A body larger than the gateway reads (``JARGATE_MAX_BODY_BYTES``)."""
 
+    rule = "request.body_size"
     status = 413
 
 
 class MethodNotAllowed(InvalidRequest):
     """A method the gateway does not answer on one of its own paths (never forwarded)."""
 
+    rule = "route.method"
     status = 405
 
     def __init__(self, description: str, *, allow: str) -> None:
@@ -126,16 +149,20 @@ class MethodNotAllowed(InvalidRequest):
 class PolicyRefusal(InvalidRequest):
     """The client's registered policy forbids this request (``report`` mode lets it pass)."""
 
+    rule = "policy"
 
-class InvalidRequestObject(GatewayError):
+
+class InvalidRequestObject(Refusal):
     """RFC 9101 §7: the request object is invalid (signature, claims, encryption)."""
 
+    rule = "request_object"
     error = "invalid_request_object"
 
 
 class ReplayedObject(InvalidRequestObject):
     """The request object was already used (its ``jti`` is claimed in the store)."""
 
+    rule = "request_object.replay"
     description = "this request object was already used (replay)"
 
 
@@ -143,43 +170,50 @@ class ForgottenByStore(ReplayedObject):
     """Made before the store's memory began (a Redis restarted empty): it may have been used
     before, unremembered, so it is refused as a replay would be."""
 
+    rule = "request_object.made_before_store_reset"
     description = "this request was made before the gateway lost its replay records; make a new one"
 
 
-class InvalidRequestUri(GatewayError):
+class InvalidRequestUri(Refusal):
     """RFC 9101 §7 / RFC 9126 §4: the request_uri cannot be used."""
 
+    rule = "request_uri"
     error = "invalid_request_uri"
 
 
-class RequestNotSupported(GatewayError):
+class RequestNotSupported(Refusal):
     """RFC 9101 §7: the ``request`` parameter is not supported."""
 
+    rule = "request.not_supported"
     error = "request_not_supported"
 
 
-class RequestUriNotSupported(GatewayError):
+class RequestUriNotSupported(Refusal):
     """RFC 9101 §7: the ``request_uri`` parameter is not supported (for this client)."""
 
+    rule = "request_uri.not_supported"
     error = "request_uri_not_supported"
 
 
-class UnauthorizedClient(GatewayError):
+class UnauthorizedClient(Refusal):
     """RFC 6749 §4.1.2.1: the client may not use this method."""
 
+    rule = "client.unauthorized"
     error = "unauthorized_client"
 
 
-class InvalidClient(GatewayError):
+class InvalidClient(Refusal):
     """RFC 6749 §5.2: client authentication failed (PAR endpoint)."""
 
+    rule = "client_authentication"
     error = "invalid_client"
     status = 401
 
 
-class ServerError(GatewayError):
+class ServerError(Refusal):
     """Something the gateway could not handle; never carries internal detail."""
 
+    rule = "server"
     error = "server_error"
     status = 500
     description = "the gateway could not process the request"
@@ -188,6 +222,8 @@ class ServerError(GatewayError):
 class JarmKeyMissing(ServerError):
     """The gateway or the client lacks the key a JARM response needs. What is missing is
     logged (an operator's problem), never told to the client."""
+
+    rule = "jarm.key_missing"
 
     def __init__(self, detail: str) -> None:
         super().__init__()
@@ -198,6 +234,7 @@ class JarmKeyMissing(ServerError):
 class UpstreamRedirectMismatch(ServerError):
     """The upstream sent a flow's response somewhere other than its redirect URI."""
 
+    rule = "response.redirect_mismatch"
     status = 502
     description = "the upstream redirected the flow to an unexpected URI"
 
@@ -206,13 +243,16 @@ class UpstreamUncheckable(ServerError):
     """An upstream page the gateway must check (it may carry a flow's response) and cannot:
     a content coding it did not ask for, or a compressed page too large to read."""
 
+    rule = "response.uncheckable"
     status = 502
     description = "the upstream's page could not be checked"
 
 
 class TemporarilyUnavailable(GatewayError):
-    """A dependency is down: the gateway fails closed rather than guess."""
+    """An outage: a dependency is down, and the gateway fails closed rather than guess.
+    Always answered on the gateway's own page (never a redirect to the client)."""
 
+    rule = "outage"
     error = "temporarily_unavailable"
     status = 503
 
@@ -220,6 +260,7 @@ class TemporarilyUnavailable(GatewayError):
 class StoreUnavailable(TemporarilyUnavailable):
     """The store (Redis) cannot be reached or answered with an error."""
 
+    rule = "outage.store"
     description = "the gateway's store is unavailable"
 
 
@@ -227,6 +268,7 @@ class TooManyPendingFlows(StoreUnavailable):
     """A source (an address) already has as many plain authorization requests waiting at
     a login page as it may keep (``JARGATE_MAX_PENDING_PLAIN_FLOWS_PER_ADDRESS``)."""
 
+    rule = "store.pending_flows_per_address"
     description = (
         "too many authorization requests from this address are waiting for a login;"
         " complete or abandon them and try again later"
@@ -236,6 +278,7 @@ class TooManyPendingFlows(StoreUnavailable):
 class UpstreamUnavailable(TemporarilyUnavailable):
     """The upstream authorization server refused or reset the connection."""
 
+    rule = "outage.upstream"
     status = 502
     description = "the upstream authorization server is unreachable"
 
@@ -243,48 +286,6 @@ class UpstreamUnavailable(TemporarilyUnavailable):
 class UpstreamTimeout(TemporarilyUnavailable):
     """The upstream authorization server did not answer in time."""
 
+    rule = "outage.upstream_timeout"
     status = 504
     description = "the upstream authorization server did not answer in time"
-
-
-def wants_html(request: web.BaseRequest) -> bool:
-    """True when the client accepts ``text/html`` and not JSON (a browser)."""
-    accept = request.headers.get("Accept", "")
-    return "text/html" in accept and "application/json" not in accept
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Authorization error</title>
-<meta name="robots" content="noindex"></head>
-<body><h1>Authorization error</h1><p><code>{error}</code></p><p>{description}</p></body></html>
-"""
-
-_NO_STORE = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-def error_page(
-    request: web.BaseRequest, err: GatewayError, json_only: bool = False
-) -> web.Response:
-    """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers
-    (never for back-channel endpoints: ``json_only``)."""
-    headers = dict(_NO_STORE)
-    scheme = request.headers.get("Authorization", "").strip().split(None, 1)
-    if isinstance(err, InvalidClient) and scheme and scheme[0].lower() == "basic":
-        headers["WWW-Authenticate"] = 'Basic realm="jargate", charset="UTF-8"'
-    if isinstance(err, MethodNotAllowed):
-        headers["Allow"] = err.allow
-    if not json_only and wants_html(request):
-        headers["Content-Security-Policy"] = "default-src 'none'"
-        body = _PAGE.format(error=html.escape(err.error), description=html.escape(err.description))
-        return web.Response(status=err.status, text=body, content_type="text/html", headers=headers)
-    payload = {"error": err.error, "error_description": err.description}
-    return web.Response(
-        status=err.status,
-        text=json.dumps(payload),
-        content_type="application/json",
-        headers=headers,
-    )

@@ -49,6 +49,19 @@ def value_digest(value: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Destination:
+    """Where and how a client receives its authorization response."""
+
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    #: The mode the client asked for, or None for the response type's default.
+    response_mode: str | None
+    #: The client's own state, or None if it sent none.
+    state: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """What the response side needs to answer the client."""
 

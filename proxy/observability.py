@@ -15,8 +15,9 @@ import re
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
 from math import isfinite
@@ -27,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from .errors import GatewayError, ServerError, StoreUnavailable, TemporarilyUnavailable, error_page
+from . import appkeys
+from .errors import StoreUnavailable
 from .routing import PASS_THROUGH, ROUTE, Handler
 from .serving import drop_server_banner
 from .settings import Network
@@ -40,6 +42,48 @@ access_log = logging.getLogger("jargate.access")
 REQUEST_ID: ContextVar[str | None] = ContextVar("jargate_request_id", default=None)
 #: Where a handler leaves its authorization decision for the request's access line.
 DECISION: web.RequestKey[dict[str, str | None]] = web.RequestKey("decision")
+#: The error a request was answered with (its code and rule), for its access line.
+ERROR: web.RequestKey[dict[str, str]] = web.RequestKey("error")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    """Which client's authorization a request is about, and how it came: a refusal of it
+    is counted and logged as that client's decision."""
+
+    client_id: str | None
+    source: str
+
+
+#: The authorization a request is about, once known (:func:`note`).
+FLOW: web.RequestKey[FlowContext] = web.RequestKey("flow")
+
+
+def note(request: web.Request, client_id: str | None, source: str) -> None:
+    """Record which client's authorization ``request`` is about, and how it came."""
+    request[FLOW] = FlowContext(client_id, source)
+
+
+def decide(
+    request: web.Request,
+    client_id: str | None,
+    outcome: str,
+    error: str,
+    source: str,
+    *,
+    reason: str = "none",
+) -> None:
+    """Count one authorization decision; it is logged on the request's access line (one
+    line per request), never with the request object itself."""
+    request.app[appkeys.METRICS].count_decision(outcome, error, source, reason)
+    request[DECISION] = {
+        "client_id": client_id,
+        "outcome": outcome,
+        "error": error,
+        "reason": reason,
+        "source": source,
+    }
+
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 #: What the JSON line writes itself; an extra of the same name would repeat a key.
@@ -244,11 +288,12 @@ class Metrics:
         )
         self.store_resets = StoreResets()
         self.registry.register(self.store_resets)
-        self._decision_children: dict[tuple[str, str, str], Counter] = {}
+        self._decision_children: dict[tuple[str, str, str, str], Counter] = {}
         self.decisions = Counter(
             "jargate_authorization_decisions",
-            "Authorization-request decisions, by outcome, error and how the object came",
-            ["outcome", "error", "source"],
+            "Authorization-request decisions, by outcome, error, the rule that refused, and "
+            "how the object came",
+            ["outcome", "error", "source", "reason"],
             registry=self.registry,
         )
 
@@ -257,12 +302,12 @@ class Metrics:
         counted as ``other``: clients choose them, and every label value is kept."""
         self.requests.observe(route, method if method in _METHODS else "other", status, elapsed)
 
-    def count_decision(self, outcome: str, error: str, source: str) -> None:
+    def count_decision(self, outcome: str, error: str, source: str, reason: str = "none") -> None:
         """Count one authorization decision (label children looked up once)."""
-        key = (outcome, error, source)
+        key = (outcome, error, source, reason)
         child = self._decision_children.get(key)
         if child is None:
-            child = self._decision_children[key] = self.decisions.labels(outcome, error, source)
+            child = self._decision_children[key] = self.decisions.labels(*key)
         child.inc()
 
     def render(self) -> bytes:
@@ -277,11 +322,11 @@ def _route_label(request: web.Request) -> str:
 
 
 def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handler], Handler]:
-    """What every route's handler is wrapped in: the request id, one access-log line,
-    metrics, and the error boundary. A wrapper rather than an aiohttp middleware: the
-    same work without aiohttp's middleware chain, built for every request (≈ 2% of a
-    pass-through's instructions, bench/analysis.md). Every route, the catch-all
-    included, is registered wrapped (``proxy/app.py``), so no request escapes it."""
+    """What every route's handler is wrapped in: the request id, one access-log line and
+    metrics (errors are answered inside, by :mod:`proxy.boundary`). A wrapper rather than
+    an aiohttp middleware: the same work without aiohttp's middleware chain (bench/
+    analysis.md). The one catch-all route is registered wrapped (``proxy/app.py``), so
+    no request escapes it."""
 
     async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id")
@@ -293,21 +338,7 @@ def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handl
         started = time.perf_counter()
         status = 500
         try:
-            try:
-                response = await handler(request)
-            except GatewayError as err:
-                if isinstance(err, StoreUnavailable):
-                    metrics.store_errors.inc()
-                elif isinstance(err, TemporarilyUnavailable):
-                    metrics.upstream_errors.labels(
-                        "timeout" if err.status == 504 else "unreachable"
-                    ).inc()
-                response = error_page(request, err)
-            except web.HTTPException:
-                raise
-            except Exception:
-                log.exception("unhandled error")
-                response = error_page(request, ServerError())
+            response = await handler(request)
             status = response.status
             if not response.prepared:
                 response.headers.setdefault("X-Request-Id", request_id)
@@ -319,9 +350,7 @@ def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handl
             elapsed = time.perf_counter() - started
             metrics.observe_request(_route_label(request), request.method, status, elapsed)
             decision = request.get(DECISION)
-            # An authorization decision or a refusal at info; a request merely passed
-            # through (the upstream logs it too) at debug.
-            level = logging.INFO if decision is not None or status >= 400 else logging.DEBUG
+            level = _level(status, decision is not None)
             if access_log.isEnabledFor(level):
                 _access_line(request, level, status, elapsed, decision)
             REQUEST_ID.reset(token)
@@ -330,6 +359,15 @@ def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handl
         return partial(observed, handler=handler)
 
     return wrap
+
+
+def _level(status: int, decided: bool) -> int:
+    """An outage (a dependency down) at warning, the gateway's own failure at error, an
+    authorization decision or a refusal at info; a request merely passed through (the
+    upstream logs it too) at debug."""
+    if status >= 500:
+        return logging.WARNING if status in (502, 503, 504) else logging.ERROR
+    return logging.INFO if decided or status >= 400 else logging.DEBUG
 
 
 def _access_line(
@@ -348,6 +386,7 @@ def _access_line(
             "status": status,
             "duration_ms": round(elapsed * 1000, 2),
             "remote": request.remote,
+            **request.get(ERROR, {}),
             **(decision or {}),
         },
     )
@@ -372,23 +411,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def readiness_handler(
-    ping_store: Callable[[], Awaitable[None]], upstream_reachable: Callable[[], Awaitable[bool]]
-) -> Handler:
+async def readiness(request: web.Request) -> web.Response:
     """Readiness: the store answers a ping and the upstream answers HTTP."""
-
-    async def readyz(request: web.Request) -> web.Response:
-        checks = {"store": "ok", "upstream": "ok"}
-        try:
-            await ping_store()
-        except StoreUnavailable:
-            checks["store"] = "unavailable"
-        if not await upstream_reachable():
-            checks["upstream"] = "unavailable"
-        ready = all(value == "ok" for value in checks.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", **checks},
-            status=200 if ready else 503,
-        )
-
-    return readyz
+    checks = {"store": "ok", "upstream": "ok"}
+    try:
+        await request.app[appkeys.STORE].ping()
+    except StoreUnavailable:
+        checks["store"] = "unavailable"
+    if not await request.app[appkeys.UPSTREAM].reachable():
+        checks["upstream"] = "unavailable"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", **checks},
+        status=200 if ready else 503,
+    )

@@ -20,12 +20,16 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from .errors import InvalidRequest, MethodNotAllowed
+from .errors import GatewayError, InvalidRequest, MethodNotAllowed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Where the dispatcher leaves the name of the route it chose (metrics and logs).
 ROUTE: web.RequestKey[str] = web.RequestKey("route")
+#: Set for a back-channel route: its answers go to a program, JSON only (PAR, token).
+BACK_CHANNEL: web.RequestKey[bool] = web.RequestKey("back_channel")
+#: How an error becomes a response (:func:`proxy.boundary.answer`).
+Answer = Callable[[web.Request, GatewayError], Awaitable[web.StreamResponse]]
 #: The route name of everything passed through to the upstream.
 PASS_THROUGH = "proxy"  # noqa: S105 - a route name
 #: Percent-decoding rounds: servers and proxies in front of them may each decode once.
@@ -94,6 +98,7 @@ class Route:
     methods: frozenset[str]
     handler: Handler
     head: bool = True
+    back_channel: bool = False
 
     def allows(self, method: str) -> bool:
         """True when the route answers ``method`` itself."""
@@ -109,7 +114,13 @@ class Route:
 class Router:
     """Sends each request to the route its path's key names, or to the pass-through."""
 
-    def __init__(self, routes: Iterable[tuple[str, Route]], pass_through: Handler) -> None:
+    def __init__(
+        self,
+        routes: Iterable[tuple[str, Route]],
+        pass_through: Handler,
+        answer: Answer,
+        unexpected: Handler,
+    ) -> None:
         self._routes: dict[str, Route] = {}
         for path, route in routes:
             key = route_key(path)
@@ -117,22 +128,38 @@ class Router:
                 raise ValueError(f"{path!r} is another spelling of an owned path")
             self._routes[key] = route
         self._pass_through = pass_through
+        self._answer = answer
+        self._unexpected = unexpected
 
     def route_for(self, raw_path: str) -> Route | None:
         """The owned route a raw path reaches, or None (the upstream's)."""
         return self._routes.get(route_key(raw_path))
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        """The one handler aiohttp calls: the owned route, a 405, or the pass-through."""
+        """The one handler aiohttp calls: the owned route, a 405, or the pass-through; any
+        error they raise is answered here, the error boundary."""
+        try:
+            return await self._route(request)
+        except GatewayError as err:
+            return await self._answer(request, err)
+        except web.HTTPException:
+            raise
+        except Exception:
+            return await self._unexpected(request)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         target = request.raw_path
         if not target.startswith("/"):
             # An absolute-form target (RFC 9112 section 3.2.2) is for forward proxies.
-            raise InvalidRequest("the request target must be a path (origin-form)")
+            raise InvalidRequest(
+                "the request target must be a path (origin-form)", rule="route.target"
+            )
         route = self.route_for(target)
         if route is None:
             request[ROUTE] = PASS_THROUGH
             return await self._pass_through(request)
         request[ROUTE] = route.name
+        request[BACK_CHANNEL] = route.back_channel
         if not route.allows(request.method):
             raise MethodNotAllowed(
                 f"method {request.method} is not allowed here", allow=route.allow_header

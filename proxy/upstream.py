@@ -311,7 +311,9 @@ class Upstream:
         if not target.startswith("/"):
             # An absolute-form target (RFC 9112 §3.2.2) is for forward proxies: a browser
             # never sends one to a site, and its host would not be the upstream's.
-            raise InvalidRequest("the request target must be a path (origin-form)")
+            raise InvalidRequest(
+                "the request target must be a path (origin-form)", rule="route.target"
+            )
         try:
             if body is None and self.kept is not None and method in KEPT_METHODS:
                 return await self.kept.request(method, self.prefix + target, headers)

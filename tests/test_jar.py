@@ -410,7 +410,7 @@ async def test_report_mode_lets_policy_refusals_through(jar: Jar, legacy: Legacy
     text = metrics.render().decode()
     assert (
         'jargate_authorization_decisions_total{error="invalid_request",outcome="reported",'
-        'source="plain"} 1.0'
+        'reason="policy.signed_request_object",source="plain"} 1.0'
     ) in text
 
 
@@ -423,16 +423,21 @@ async def test_report_mode_still_refuses_forged_objects(jar: Jar, legacy: Legacy
 
 
 async def test_decisions_are_counted(jar: Jar, legacy: Legacy) -> None:
-    """Each decision is counted by outcome, error and how the object came."""
+    """Each decision is counted by outcome, error, the rule that refused and how the object
+    came."""
     metrics = Metrics()
     client = await jar(metrics=metrics)
     await authorize(client, client_id="app", request=sign(Claims().build(), "ES256"))
     await authorize(client, client_id="app", request="a.b")
     text = metrics.render().decode()
     assert (
-        'jargate_authorization_decisions_total{error="none",outcome="accepted",source="value"} 1.0'
+        'jargate_authorization_decisions_total{error="none",outcome="accepted",reason="none",'
+        'source="value"} 1.0'
     ) in text
-    assert '{error="invalid_request_object",outcome="refused",source="value"} 1.0' in text
+    assert (
+        '{error="invalid_request_object",outcome="refused",reason="request_object.compact",'
+        'source="value"} 1.0'
+    ) in text
 
 
 # ---------------------------------------------------------------- refused

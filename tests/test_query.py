@@ -7,7 +7,7 @@ from urllib.parse import quote_plus, urlencode
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy import query
+from proxy import appkeys
 from proxy.app import create_app
 from proxy.query import encode_query, prequote
 from proxy.store import MemoryStore
@@ -38,9 +38,10 @@ def test_encode_query_examples() -> None:
 
 
 def test_prequoted_values_encode_as_urlencode() -> None:
-    prequote(["https://gw.example/tenant a?x=1"])
+    """Values quoted once encode exactly as urlencode would quote them each time."""
+    quoted = prequote(["https://gw.example/tenant a?x=1"])
     pairs = [("iss", "https://gw.example/tenant a?x=1"), ("login_hint", "a@b.example")]
-    assert encode_query(pairs) == urlencode(pairs)
+    assert encode_query(pairs, quoted) == urlencode(pairs)
 
 
 def test_the_gateway_prequotes_its_configuration_and_nothing_a_request_carries() -> None:
@@ -48,8 +49,12 @@ def test_the_gateway_prequotes_its_configuration_and_nothing_a_request_carries()
     requests and responses (hints, codes, tokens) are quoted each time and never kept."""
     settings = make_settings(issuer="https://gw.example/prequoted")
     registry = client_registry()
-    create_app(settings, registry=registry, store=MemoryStore())
+    app = create_app(settings, registry=registry, store=MemoryStore())
+    quoted = app[appkeys.PREQUOTED]
     for value in [settings.issuer, *(u for c in registry for u in c.meta.redirect_uris)]:
-        assert query._PREQUOTED[value] == quote_plus(value)
-    assert encode_query([("login_hint", "someone@example.com")]).endswith("someone%40example.com")
-    assert "someone@example.com" not in query._PREQUOTED
+        assert quoted[value] == quote_plus(value)
+    hint = [("login_hint", "someone@example.com")]
+    assert encode_query(hint, quoted).endswith("someone%40example.com")
+    assert "someone@example.com" not in quoted
+    other = create_app(make_settings(issuer="https://other.example"), store=MemoryStore())
+    assert settings.issuer not in other[appkeys.PREQUOTED], "no state shared between apps"

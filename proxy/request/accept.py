@@ -4,7 +4,8 @@ A request object is obtained, decrypted, verified and validated, and its ``jti``
 prepared (:func:`verified_request`); a plain request from a registered client is checked
 against the client's policy (:func:`plain_request`). Either names the destination the
 response will go to: a redirect URI is trusted when it is registered for the client and
-named by a verified object or a plain request (:func:`trusted_destination`).
+named by a verified object or a plain request (:func:`trusted_destination`); a refusal
+made after the object verified goes there (:meth:`~proxy.errors.Refusal.to`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import RegisteredClient
-from proxy.errors import (
-    GatewayError,
-    InvalidRequest,
-    InvalidRequestObject,
-    PolicyRefusal,
-    TemporarilyUnavailable,
-)
-from proxy.observability import DECISION
-from proxy.response.deliver import Destination, returns_tokens
+from proxy.errors import InvalidRequest, InvalidRequestObject, PolicyRefusal, Refusal
+from proxy.flows import Destination
+from proxy.response.deliver import returns_tokens
+from proxy.settings import Settings
 
 from .obtain import check_request_object_size, describe_source, fetch_request_object
 from .params import RESPONSE_MODES, parameters_from_claims
@@ -47,17 +43,8 @@ class Accepted:
     claim: JtiClaim | None = None
 
 
-class VerifiedRefusal(Exception):
-    """A refusal after the request object verified: its redirect URI is trusted."""
-
-    def __init__(self, err: GatewayError, destination: Destination) -> None:
-        super().__init__(err)
-        self.err = err
-        self.destination = destination
-
-
 def trusted_destination(
-    params: dict[str, str], client: RegisteredClient, error: type[GatewayError]
+    params: dict[str, str], client: RegisteredClient, error: type[Refusal]
 ) -> Destination:
     """The redirect URI and mode the parameters name, if they may receive a response.
 
@@ -69,13 +56,15 @@ def trusted_destination(
     redirect_uri = params.get("redirect_uri")
     if redirect_uri is None:
         if len(registered) != 1:
-            raise error("redirect_uri is required")
+            raise error("redirect_uri is required", rule="redirect_uri.missing")
         redirect_uri = registered[0]
     elif redirect_uri not in registered:
-        raise error("redirect_uri is not registered for this client")
+        raise error(
+            "redirect_uri is not registered for this client", rule="redirect_uri.unregistered"
+        )
     mode = params.get("response_mode")
     if mode is not None and mode not in RESPONSE_MODES:
-        raise error(f"response_mode {mode!r} is not supported")
+        raise error(f"response_mode {mode!r} is not supported", rule="response_mode.unknown")
     return Destination(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
@@ -91,13 +80,16 @@ def check_response_mode(destination: Destination, client: RegisteredClient) -> N
     if not returns_tokens(destination.response_type):
         return
     if destination.response_mode == "query":
-        raise InvalidRequest("response_mode query cannot carry tokens")
+        raise InvalidRequest(
+            "response_mode query cannot carry tokens", rule="response_mode.tokens_in_query"
+        )
     if (
         destination.response_mode == "query.jwt"
         and client.meta.authorization_encrypted_response_alg is None
     ):
         raise InvalidRequest(
-            "response_mode query.jwt cannot carry tokens unless the response is encrypted"
+            "response_mode query.jwt cannot carry tokens unless the response is encrypted",
+            rule="response_mode.tokens_in_query",
         )
 
 
@@ -108,7 +100,7 @@ def outer_destination(params: dict[str, str], client: RegisteredClient) -> Desti
         return None
     try:
         return trusted_destination(params, client, InvalidRequest)
-    except GatewayError:
+    except Refusal:
         return None
 
 
@@ -120,7 +112,9 @@ async def verified_request(
     settings = app[appkeys.SETTINGS]
     source = describe_source(params)
     if "request" in params and "request_uri" in params:
-        raise InvalidRequest("request and request_uri must not be used together")
+        raise InvalidRequest(
+            "request and request_uri must not be used together", rule="request.both"
+        )
     if source == "value":
         token = check_request_object_size(params["request"], settings.max_request_object_bytes)
     else:
@@ -137,14 +131,16 @@ async def verified_request(
     inner.setdefault("client_id", client.client_id)
     destination = trusted_destination(inner, client, InvalidRequestObject)
     inner["redirect_uri"] = destination.redirect_uri
+    # Verified: from here on the object's own redirect URI receives the refusals.
     try:
         if "response_type" not in inner:
-            raise InvalidRequestObject("response_type is required in the request object")
+            raise InvalidRequestObject(
+                "response_type is required in the request object",
+                rule="request_object.response_type",
+            )
         check_response_mode(destination, client)
-    except TemporarilyUnavailable:
-        raise
-    except GatewayError as err:
-        raise VerifiedRefusal(err, destination) from None
+    except Refusal as refusal:
+        raise refusal.to(destination) from None
     claim = jti_claim(client, verified, settings)
     return Accepted(params=inner, destination=destination, source=source, claim=claim)
 
@@ -152,12 +148,17 @@ async def verified_request(
 def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
     """A plain authorization request from a registered client."""
     if client.meta.require_signed_request_object:
-        raise PolicyRefusal("this client must send a signed request object")
+        raise PolicyRefusal(
+            "this client must send a signed request object", rule="policy.signed_request_object"
+        )
     if client.meta.request_object_encryption_alg is not None:
-        raise PolicyRefusal("this client must send an encrypted request object")
+        raise PolicyRefusal(
+            "this client must send an encrypted request object",
+            rule="policy.encrypted_request_object",
+        )
     destination = trusted_destination(params, client, InvalidRequest)
     if "response_type" not in params:
-        raise InvalidRequest("response_type is required")
+        raise InvalidRequest("response_type is required", rule="request.response_type")
     check_response_mode(destination, client)
     return Accepted(
         params={**params, "redirect_uri": destination.redirect_uri},
@@ -166,15 +167,9 @@ def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
     )
 
 
-def decide(
-    request: web.Request, client_id: str | None, outcome: str, error: str, source: str
-) -> None:
-    """Count one authorization decision; it is logged on the request's access line (one
-    line per request), never with the request object itself."""
-    request.app[appkeys.METRICS].count_decision(outcome, error, source)
-    request[DECISION] = {
-        "client_id": client_id,
-        "outcome": outcome,
-        "error": error,
-        "source": source,
-    }
+def reported_or_raise(settings: Settings, refusal: PolicyRefusal) -> PolicyRefusal:
+    """A policy refusal is raised, unless ``JARGATE_ENFORCEMENT=report`` lets it pass: then
+    it is what the decision reports (logged and counted as ``reported``)."""
+    if settings.enforcement != "report":
+        raise refusal
+    return refusal

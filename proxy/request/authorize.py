@@ -8,7 +8,8 @@ check the plain request against the client's policy (:mod:`.accept`), or redeem 
 request (:mod:`.redeem`); then forward it upstream server-side (:mod:`.forward`).
 
 Where a refusal goes: to the client's redirect URI when it is trusted (registered, and
-named by a verified object or a plain request), otherwise the gateway's own error page.
+named by a verified object or a plain request), otherwise the gateway's own error page
+(:mod:`proxy.boundary` delivers both).
 """
 
 from __future__ import annotations
@@ -17,22 +18,14 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import RegisteredClient
-from proxy.errors import (
-    GatewayError,
-    InvalidRequest,
-    PolicyRefusal,
-    TemporarilyUnavailable,
-    UnauthorizedClient,
-    error_page,
-)
-from proxy.response.deliver import deliver_error
+from proxy.errors import InvalidRequest, PolicyRefusal, Refusal, UnauthorizedClient
+from proxy.observability import note
 
 from .accept import (
     Accepted,
-    VerifiedRefusal,
-    decide,
     outer_destination,
     plain_request,
+    reported_or_raise,
     trusted_destination,
     verified_request,
 )
@@ -54,47 +47,56 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         return await reenter(request, raw, handle)
     client_ids = set(raw.values("client_id"))
     if len(client_ids) > 1:
-        raise InvalidRequest("client_id differs in query and body")
+        raise InvalidRequest("client_id differs in query and body", rule="client_id.differs")
     client_id = next(iter(client_ids), None)
-    registry = app[appkeys.REGISTRY]
-    client = registry.get(client_id) if client_id else None
+    client = app[appkeys.REGISTRY].get(client_id) if client_id else None
     if client is None:
         return await unregistered(request, raw, client_id)
     params = raw.single()
+    note(request, client.client_id, describe_source(params))
+    try:
+        return await registered(request, params, client)
+    except Refusal as refusal:
+        # Before an object verified, only an outer redirect URI that is registered and
+        # named receives the refusal; otherwise the gateway's page.
+        if refusal.destination is None:
+            destination = outer_destination(params, client)
+            if destination is not None:
+                refusal.to(destination)
+        raise
+
+
+async def registered(
+    request: web.Request, params: dict[str, str], client: RegisteredClient
+) -> web.StreamResponse:
+    """A registered client's request: its policy, then the pushed, signed or plain path."""
+    settings = request.app[appkeys.SETTINGS]
     source = describe_source(params)
     reported: PolicyRefusal | None = None
-    must_push = settings.require_par or client.meta.require_pushed_authorization_requests
-    if source != "par" and must_push:
-        refusal = PolicyRefusal("this client must use pushed authorization requests")
-        if settings.enforcement != "report":
-            return await _refuse(request, refusal, client, params, source)
-        reported = refusal
+    if source != "par" and (
+        settings.require_par or client.meta.require_pushed_authorization_requests
+    ):
+        reported = reported_or_raise(
+            settings,
+            PolicyRefusal(
+                "this client must use pushed authorization requests",
+                rule="policy.pushed_authorization_requests",
+            ),
+        )
+    if source == "par":
+        return await authorize_pushed(request, params, client)
     try:
-        if source == "par":
-            return await authorize_pushed(request, params, client)
         if source != "plain":
             accepted = await verified_request(request, params, client)
         else:
             accepted = plain_request(params, client)
     except PolicyRefusal as refusal:
-        if settings.enforcement != "report":
-            return await _refuse(request, refusal, client, params, source)
-        reported = refusal
+        reported = reported_or_raise(settings, refusal)
         accepted = Accepted(
             params=dict(params),
             destination=trusted_destination(params, client, InvalidRequest),
             source="plain",
         )
-    except TemporarilyUnavailable:
-        decide(request, client.client_id, "refused", "temporarily_unavailable", source)
-        raise
-    except VerifiedRefusal as refusal:
-        decide(request, client.client_id, "refused", refusal.err.error, source)
-        return await deliver_error(
-            app, refusal.destination, refusal.err.error, refusal.err.description
-        )
-    except GatewayError as err:
-        return await _refuse(request, err, client, params, source)
     return await forward(request, accepted, reported)
 
 
@@ -105,39 +107,23 @@ async def unregistered(
     takes registered clients only, it uses JAR or JARM, or its ``client_id`` is another
     spelling of a registered client's (a server that folds case or Unicode would find that
     client)."""
-    registry = request.app[appkeys.REGISTRY]
+    note(request, client_id, describe_source(dict(raw.query + raw.form)))
     # A request that is no compact JWS or JWE is the upstream's own form field (allauth's
     # consent form posts its signed state under that name).
     uses_jar = any(map(is_compact, raw.values("request"))) or bool(raw.values("request_uri"))
     wants_jarm = any(mode in JWT_MODES for mode in raw.values("response_mode"))
-    error: GatewayError | None = None
     if client_id and request.app[appkeys.SETTINGS].require_registered_clients:
-        error = UnauthorizedClient("this client is not registered")
-    elif client_id and registry.equivalent(client_id) is not None:
-        error = InvalidRequest("client_id is not the exact identifier of a registered client")
-    elif uses_jar or wants_jarm:
-        error = (
-            UnauthorizedClient("this client is not registered for signed requests or responses")
-            if client_id
-            else InvalidRequest("client_id is required")
+        raise UnauthorizedClient("this client is not registered", rule="client.unregistered")
+    if client_id and request.app[appkeys.REGISTRY].equivalent(client_id) is not None:
+        raise InvalidRequest(
+            "client_id is not the exact identifier of a registered client",
+            rule="client_id.equivalent",
         )
-    if error is not None:
-        decide(
-            request, client_id, "refused", error.error, describe_source(dict(raw.query + raw.form))
+    if (uses_jar or wants_jarm) and client_id:
+        raise UnauthorizedClient(
+            "this client is not registered for signed requests or responses",
+            rule="client.unregistered_jar",
         )
-        raise error
+    if uses_jar or wants_jarm:
+        raise InvalidRequest("client_id is required", rule="client_id.missing")
     return await pass_on(request)
-
-
-async def _refuse(
-    request: web.Request,
-    err: GatewayError,
-    client: RegisteredClient,
-    params: dict[str, str],
-    source: str,
-) -> web.StreamResponse:
-    decide(request, client.client_id, "refused", err.error, source)
-    destination = outer_destination(params, client)
-    if destination is None:
-        return error_page(request, err)
-    return await deliver_error(request.app, destination, err.error, err.description)

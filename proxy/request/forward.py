@@ -14,15 +14,14 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.bodies import read_request_body
-from proxy.errors import GatewayError, ReplayedObject, TemporarilyUnavailable
+from proxy.errors import GatewayError, ReplayedObject
 from proxy.flows import Flow, PendingFlow, new_handle
-from proxy.observability import REQUEST_ID
+from proxy.observability import REQUEST_ID, decide
 from proxy.query import encode_query
 from proxy.response.complete import relay_or_complete, scans
-from proxy.response.deliver import deliver_error
 from proxy.upstream import UpstreamAnswer
 
-from .accept import Accepted, decide
+from .accept import Accepted
 from .verify import claim_jti
 
 #: Outer parameters that never go upstream.
@@ -34,21 +33,22 @@ async def forward(
 ) -> web.StreamResponse:
     """Claim the object's jti, then send the plain request upstream, server-side.
     ``reported``: the policy refusal report mode let pass."""
-    client_id = accepted.destination.client_id
     try:
         pending = await start_flow(request.app, accepted)
     except ReplayedObject as replay:
-        decide(request, client_id, "refused", replay.error, accepted.source)
-        return await deliver_error(
-            request.app, accepted.destination, replay.error, replay.description
-        )
-    except TemporarilyUnavailable:
-        decide(request, client_id, "refused", "temporarily_unavailable", accepted.source)
-        raise
+        raise replay.to(accepted.destination) from None
+    client_id = accepted.destination.client_id
     if reported is None:
         decide(request, client_id, "accepted", "none", accepted.source)
     else:
-        decide(request, client_id, "reported", reported.error, accepted.source)
+        decide(
+            request,
+            client_id,
+            "reported",
+            reported.error,
+            accepted.source,
+            reason=reported.rule,
+        )
     return await send_upstream(request, pending.target, pending)
 
 
@@ -76,7 +76,8 @@ async def start_flow(
         source=accepted.source,
         par_key=par_key,
     )
-    target = f"{settings.authorization_path}?{encode_query(upstream_params)}"
+    query = encode_query(upstream_params, app[appkeys.PREQUOTED])
+    target = f"{settings.authorization_path}?{query}"
     return PendingFlow(handle, flow, upstream_params, target, settings.flow_ttl_seconds)
 
 

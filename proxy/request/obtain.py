@@ -50,7 +50,9 @@ CONNECTIONS_PER_HOST = 2 * MAX_FETCHES_PER_CLIENT
 def check_request_object_size(token: str, limit: int) -> str:
     """Refuse request objects larger than ``limit`` bytes, before any parsing."""
     if len(token) > limit:
-        raise InvalidRequestObject(f"the request object is larger than {limit} bytes")
+        raise InvalidRequestObject(
+            f"the request object is larger than {limit} bytes", rule="request_object.size"
+        )
     return token
 
 
@@ -78,7 +80,10 @@ class GuardedResolver(AbstractResolver):
         if not self._allow_private:
             for result in results:
                 if not is_public_address(result["host"]):
-                    raise InvalidRequestUri("the request_uri resolves to a non-public address")
+                    raise InvalidRequestUri(
+                        "the request_uri resolves to a non-public address",
+                        rule="request_uri.address",
+                    )
         return results
 
     async def close(self) -> None:
@@ -115,7 +120,10 @@ class RequestUriFetches:
         ``invalid_request_uri`` at once when they are all in progress."""
         count = self._in_progress.get(client_id, 0)
         if count >= MAX_FETCHES_PER_CLIENT:
-            raise InvalidRequestUri("too many request_uri fetches of this client are in progress")
+            raise InvalidRequestUri(
+                "too many request_uri fetches of this client are in progress",
+                rule="request_uri.fetches",
+            )
         self._in_progress[client_id] = count + 1
         try:
             yield
@@ -131,18 +139,24 @@ def check_request_uri(uri: str, client: RegisteredClient, settings: Settings) ->
     """The rules a request_uri must pass before anything is fetched."""
     prefixes = client.meta.request_uris
     if not prefixes:
-        raise RequestUriNotSupported("this client registered no request_uris")
+        raise RequestUriNotSupported(
+            "this client registered no request_uris", rule="request_uri.not_registered"
+        )
     if len(uri) > MAX_REQUEST_URI_LENGTH:
-        raise InvalidRequestUri("the request_uri is too long")
+        raise InvalidRequestUri("the request_uri is too long", rule="request_uri.length")
     parts = urlsplit(uri)
     allowed_schemes = {"https", "http"} if settings.request_uri_allow_http else {"https"}
     if parts.scheme not in allowed_schemes:
-        raise InvalidRequestUri("the request_uri must be an https URL")
+        raise InvalidRequestUri("the request_uri must be an https URL", rule="request_uri.scheme")
     if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise InvalidRequestUri("the request_uri must name a host and no credentials")
+        raise InvalidRequestUri(
+            "the request_uri must name a host and no credentials", rule="request_uri.host"
+        )
     segments = parts.path.lower().replace("%2e", ".").split("/")
     if "." in segments or ".." in segments or "\\" in uri:
-        raise InvalidRequestUri("the request_uri must not contain dot segments")
+        raise InvalidRequestUri(
+            "the request_uri must not contain dot segments", rule="request_uri.dot_segments"
+        )
     for prefix in prefixes:
         allowed = urlsplit(prefix)
         same_origin = (parts.scheme, parts.netloc.lower()) == (
@@ -153,7 +167,8 @@ def check_request_uri(uri: str, client: RegisteredClient, settings: Settings) ->
             break
     else:
         raise InvalidRequestUri(
-            "the request_uri is not under one of the client's registered request_uris"
+            "the request_uri is not under one of the client's registered request_uris",
+            rule="request_uri.prefix",
         )
     host = parts.hostname
     try:
@@ -161,7 +176,9 @@ def check_request_uri(uri: str, client: RegisteredClient, settings: Settings) ->
     except ValueError:
         return
     if not settings.request_uri_allow_private_networks and not is_public_address(str(literal)):
-        raise InvalidRequestUri("the request_uri points at a non-public address")
+        raise InvalidRequestUri(
+            "the request_uri points at a non-public address", rule="request_uri.address"
+        )
 
 
 async def fetch_request_object(
@@ -182,7 +199,9 @@ async def fetch_request_object(
     try:
         token = body.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise InvalidRequestUri("the request_uri did not answer a JWT") from None
+        raise InvalidRequestUri(
+            "the request_uri did not answer a JWT", rule="request_uri.content"
+        ) from None
     await store.put(cache_key, token, REQUEST_URI_CACHE_SECONDS)
     return token
 
@@ -196,21 +215,27 @@ async def _fetch(uri: str, session: aiohttp.ClientSession, limit: int) -> bytes:
             headers={"Accept": "application/oauth-authz-req+jwt, application/jwt"},
         ) as response:
             if response.status != 200:
-                raise InvalidRequestUri(f"fetching the request_uri answered HTTP {response.status}")
+                raise InvalidRequestUri(
+                    f"fetching the request_uri answered HTTP {response.status}",
+                    rule="request_uri.status",
+                )
             if response.content_type not in ACCEPTED_MEDIA_TYPES:
                 raise InvalidRequestUri(
                     "the request_uri must answer application/oauth-authz-req+jwt, "
-                    f"not {response.content_type!r}"
+                    f"not {response.content_type!r}",
+                    rule="request_uri.content_type",
                 )
             return await read_body(response, limit)
     except InvalidRequestUri:
         raise
     except BodyTooLarge:
         raise InvalidRequestUri(
-            f"the request object at request_uri exceeds {limit} bytes"
+            f"the request object at request_uri exceeds {limit} bytes", rule="request_uri.size"
         ) from None
     except (TimeoutError, aiohttp.ClientError, OSError, UnicodeError):
-        raise InvalidRequestUri("the request_uri could not be fetched") from None
+        raise InvalidRequestUri(
+            "the request_uri could not be fetched", rule="request_uri.fetch"
+        ) from None
 
 
 def describe_source(params: dict[str, Any]) -> str:

@@ -84,7 +84,7 @@ class RawParameters:
         params: dict[str, str] = {}
         for name, value in (*self.query, *self.form):
             if name in params:
-                raise InvalidRequest(f"parameter {name!r} is repeated")
+                raise InvalidRequest(f"parameter {name!r} is repeated", rule="parameters.repeated")
             params[name] = value
         return params
 
@@ -99,11 +99,16 @@ class RawParameters:
             names = set()
             for name, value in part:
                 if name in names and name in AUTHORIZATION_PARAMETERS:
-                    raise InvalidRequest(f"parameter {name!r} is repeated")
+                    raise InvalidRequest(
+                        f"parameter {name!r} is repeated", rule="parameters.repeated"
+                    )
                 names.add(name)
                 if part is self.form and name in seen and name in AUTHORIZATION_PARAMETERS:
                     if seen[name] != value:
-                        raise InvalidRequest(f"parameter {name!r} differs in query and body")
+                        raise InvalidRequest(
+                            f"parameter {name!r} differs in query and body",
+                            rule="parameters.differs",
+                        )
                     continue
                 seen.setdefault(name, value)
                 merged.append((name, value))
@@ -115,31 +120,40 @@ def check_form_body(request: web.BaseRequest) -> None:
     UTF-8 form, not encoded."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise InvalidRequest("the body must not be content-encoded")
+        raise InvalidRequest(
+            "the body must not be content-encoded", rule="parameters.body_encoding"
+        )
     if request.content_type != FORM:
-        raise InvalidRequest(f"the body must be {FORM}")
+        raise InvalidRequest(f"the body must be {FORM}", rule="parameters.body_type")
     charset = request.charset
     if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
-        raise InvalidRequest("the body must be UTF-8")
+        raise InvalidRequest("the body must be UTF-8", rule="parameters.utf8")
 
 
 def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, str]]:
     """``application/x-www-form-urlencoded`` pairs, read the one way every server reads
     them, refusing what servers read differently (module docstring)."""
     if ";" in text:
-        raise InvalidRequest(f"a ';' in the {where} must be percent-encoded")
+        raise InvalidRequest(
+            f"a ';' in the {where} must be percent-encoded", rule="parameters.semicolon"
+        )
     try:
         pairs = parse_qsl(
             text, keep_blank_values=True, errors="strict", max_num_fields=max_parameters
         )
     except UnicodeDecodeError:
-        raise InvalidRequest(f"the {where} is not UTF-8") from None
+        raise InvalidRequest(f"the {where} is not UTF-8", rule="parameters.utf8") from None
     except ValueError:
-        raise InvalidRequest(f"more than {max_parameters} parameters") from None
+        raise InvalidRequest(
+            f"more than {max_parameters} parameters", rule="parameters.count"
+        ) from None
     for name, _ in pairs:
         folded = fold_parameter_name(name)
         if folded != name and folded in AUTHORIZATION_PARAMETERS:
-            raise InvalidRequest(f"parameter {name!r} is not spelled as OAuth spells {folded!r}")
+            raise InvalidRequest(
+                f"parameter {name!r} is not spelled as OAuth spells {folded!r}",
+                rule="parameters.spelling",
+            )
     return pairs
 
 
@@ -149,7 +163,7 @@ async def read_form(request: web.BaseRequest, max_parameters: int) -> list[tuple
     try:
         text = (await read_request_body(request)).decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRequest("the body is not UTF-8") from None
+        raise InvalidRequest("the body is not UTF-8", rule="parameters.utf8") from None
     return parse_form(text, max_parameters, "body")
 
 
@@ -162,7 +176,7 @@ async def read_params(request: web.Request, max_parameters: int) -> RawParameter
     if request.method == "POST" and request.body_exists:
         form = await read_form(request, max_parameters)
     if len(query) + len(form) > max_parameters:
-        raise InvalidRequest(f"more than {max_parameters} parameters")
+        raise InvalidRequest(f"more than {max_parameters} parameters", rule="parameters.count")
     return RawParameters(query, form)
 
 
@@ -198,6 +212,7 @@ def parameters_from_claims(claims: dict[str, Any]) -> dict[str, str]:
             params[name] = json.dumps(value, separators=(",", ":"))
         else:
             raise InvalidRequestObject(
-                f"claim {name!r} must be a string, not a JSON array or object"
+                f"claim {name!r} must be a string, not a JSON array or object",
+                rule="request_object.claim_type",
             )
     return params

@@ -22,8 +22,9 @@ from proxy.binding import check_bound
 from proxy.clients import RegisteredClient
 from proxy.errors import InvalidRequest, InvalidRequestUri
 from proxy.flows import peek_flow
+from proxy.observability import decide
 
-from .accept import Accepted, decide, trusted_destination
+from .accept import Accepted, trusted_destination
 from .forward import send_upstream, start_flow
 from .pushed import pushed_key, take_pushed
 
@@ -40,16 +41,18 @@ async def authorize_pushed(
     pushed = await take_pushed(store, key)
     now = time.time()
     if pushed is None or pushed.remaining(now) <= 0:
-        raise InvalidRequestUri(_UNUSABLE)
+        raise InvalidRequestUri(_UNUSABLE, rule="request_uri.pushed_unknown")
     if pushed.handle is not None and pushed.target is not None:
         # A reload while its flow waits: only its own browser continues it.
         try:
             check_bound(request, settings, pushed.browser or "")
         except InvalidRequest:
             await store.put(key, pushed.to_json(), pushed.remaining(now))
-            raise InvalidRequestUri("this request_uri is in use in another browser") from None
+            raise InvalidRequestUri(
+                "this request_uri is in use in another browser", rule="request_uri.other_browser"
+            ) from None
         if await peek_flow(store, pushed.handle) is None:
-            raise InvalidRequestUri(_UNUSABLE)
+            raise InvalidRequestUri(_UNUSABLE, rule="request_uri.pushed_unknown")
         await store.put(key, pushed.to_json(), pushed.remaining(now))
         decide(request, client.client_id, "accepted", "none", "par")
         return await send_upstream(request, pushed.target)

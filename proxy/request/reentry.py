@@ -26,8 +26,8 @@ from proxy import appkeys
 from proxy.binding import check_bound
 from proxy.errors import InvalidRequest
 from proxy.flows import looks_like_handle, peek_flow, value_digest
+from proxy.observability import decide, note
 
-from .accept import decide
 from .forward import pass_on
 from .params import AUTHORIZATION_PARAMETERS, JSON_PARAMETERS, RawParameters
 
@@ -43,19 +43,19 @@ def handle_of(raw: RawParameters) -> str | None:
 async def reenter(request: web.Request, raw: RawParameters, handle: str) -> web.StreamResponse:
     """Pass on a request the upstream sent back, if it resumes its flow unchanged."""
     app = request.app
+    note(request, None, "reentry")
     flow = await peek_flow(app[appkeys.STORE], handle)
     if flow is None:
-        raise InvalidRequest("this authorization flow is unknown or has expired")
-    try:
-        check_bound(request, app[appkeys.SETTINGS], flow.browser)
-        at_start = request.method == "POST" and posted_to_start(request, flow.started)
-        # A form without action shown at once posts to the page's URL, the client's request
-        # that started the flow: only its body resumes it, and only the body goes upstream
-        # (a server that merges query and body must not read the client's own parameters).
-        check_resumes(RawParameters([], raw.form) if at_start else raw, flow.forwarded)
-    except InvalidRequest as err:
-        decide(request, flow.client_id, "refused", err.error, "reentry")
-        raise
+        raise InvalidRequest(
+            "this authorization flow is unknown or has expired", rule="flow.unknown"
+        )
+    note(request, flow.client_id, "reentry")
+    check_bound(request, app[appkeys.SETTINGS], flow.browser)
+    at_start = request.method == "POST" and posted_to_start(request, flow.started)
+    # A form without action shown at once posts to the page's URL, the client's request
+    # that started the flow: only its body resumes it, and only the body goes upstream
+    # (a server that merges query and body must not read the client's own parameters).
+    check_resumes(RawParameters([], raw.form) if at_start else raw, flow.forwarded)
     decide(request, flow.client_id, "accepted", "none", "reentry")
     if at_start:
         return await pass_on(request, raw_target=request.raw_path.partition("?")[0])
@@ -74,9 +74,14 @@ def check_resumes(raw: RawParameters, forwarded: dict[str, str]) -> None:
         expected = forwarded.get(name)
         if expected is not None:
             if not hmac.compare_digest(value_digest(value), expected):
-                raise InvalidRequest(f"parameter {name!r} differs from the flow it resumes")
+                raise InvalidRequest(
+                    f"parameter {name!r} differs from the flow it resumes",
+                    rule="reentry.changed",
+                )
         elif name in AUTHORIZATION_PARAMETERS and not means_absent(name, value):
-            raise InvalidRequest(f"parameter {name!r} was not in the flow it resumes")
+            raise InvalidRequest(
+                f"parameter {name!r} was not in the flow it resumes", rule="reentry.added"
+            )
 
 
 def means_absent(name: str, value: str) -> bool:

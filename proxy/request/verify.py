@@ -66,13 +66,19 @@ def _b64decode(segment: str, kind: str) -> bytes:
     """Base64url without padding, in its one canonical spelling (RFC 7515 section 2): unused
     bits zero, so that one JWT has one text (a replay key may be its digest)."""
     if not _BASE64URL.match(segment) or len(segment) % 4 == 1:
-        raise InvalidRequestObject(f"the {kind} is not valid base64url")
+        raise InvalidRequestObject(
+            f"the {kind} is not valid base64url", rule="request_object.compact.base64url"
+        )
     try:
         decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidRequestObject(f"the {kind} is not valid base64url") from None
+        raise InvalidRequestObject(
+            f"the {kind} is not valid base64url", rule="request_object.compact.base64url"
+        ) from None
     if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
-        raise InvalidRequestObject(f"the {kind} is not canonical base64url")
+        raise InvalidRequestObject(
+            f"the {kind} is not canonical base64url", rule="request_object.compact.base64url"
+        )
     return decoded
 
 
@@ -83,11 +89,17 @@ def decode_json_segment(
     try:
         value = loads_bounded(_b64decode(segment, kind), max_depth)
     except TooDeep as exc:
-        raise InvalidRequestObject(f"the {kind}'s {part} is {exc}") from None
+        raise InvalidRequestObject(
+            f"the {kind}'s {part} is {exc}", rule="request_object.compact.json"
+        ) from None
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestObject(f"the {kind}'s {part} is not JSON") from None
+        raise InvalidRequestObject(
+            f"the {kind}'s {part} is not JSON", rule="request_object.compact.json"
+        ) from None
     if not isinstance(value, dict):
-        raise InvalidRequestObject(f"the {kind}'s {part} is not a JSON object")
+        raise InvalidRequestObject(
+            f"the {kind}'s {part} is not a JSON object", rule="request_object.compact.json"
+        )
     return value
 
 
@@ -99,7 +111,9 @@ def is_compact(token: str) -> bool:
 def split_compact(token: str, kind: str = "request object") -> list[str]:
     """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
     if not is_compact(token):
-        raise InvalidRequestObject(f"the {kind} is not a compact JWS or JWE")
+        raise InvalidRequestObject(
+            f"the {kind} is not a compact JWS or JWE", rule="request_object.compact"
+        )
     return token.split(".")
 
 
@@ -117,38 +131,56 @@ def decrypt_request_object(
         if meta.request_object_encryption_alg is not None:
             raise InvalidRequestObject(
                 "this client must encrypt its request objects "
-                f"({meta.request_object_encryption_alg}/{meta.request_object_encryption_enc})"
+                f"({meta.request_object_encryption_alg}/{meta.request_object_encryption_enc})",
+                rule="request_object.encryption.required",
             )
         return token, False
     header = decode_json_segment(parts[0], "JWE header", max_depth=max_depth)
     alg, enc = header.get("alg"), header.get("enc")
     if alg not in ENCRYPTION_ALGS or alg not in keyring.decryption_algs:
-        raise InvalidRequestObject(f"JWE alg {alg!r} is not supported")
+        raise InvalidRequestObject(
+            f"JWE alg {alg!r} is not supported", rule="request_object.encryption.alg"
+        )
     if enc not in ENCRYPTION_ENCS:
-        raise InvalidRequestObject(f"JWE enc {enc!r} is not supported")
+        raise InvalidRequestObject(
+            f"JWE enc {enc!r} is not supported", rule="request_object.encryption.enc"
+        )
     if "zip" in header:
-        raise InvalidRequestObject("compressed (zip) request objects are refused")
+        raise InvalidRequestObject(
+            "compressed (zip) request objects are refused", rule="request_object.encryption.zip"
+        )
     _refuse_unknown_critical(header)
     if meta.request_object_encryption_alg is not None and (
         alg != meta.request_object_encryption_alg or enc != meta.request_object_encryption_enc
     ):
         raise InvalidRequestObject(
             f"this client registered {meta.request_object_encryption_alg}/"
-            f"{meta.request_object_encryption_enc}, not {alg}/{enc}"
+            f"{meta.request_object_encryption_enc}, not {alg}/{enc}",
+            rule="request_object.encryption.pinned",
         )
     try:
         decrypted = jwe.decrypt_compact(token, keyring.decryption_keys, algorithms=[alg, enc])
     except (JoseError, ValueError, TypeError, KeyError):
-        raise InvalidRequestObject("the request object could not be decrypted") from None
+        raise InvalidRequestObject(
+            "the request object could not be decrypted", rule="request_object.encryption.decrypt"
+        ) from None
     plaintext = decrypted.plaintext
     if plaintext is None:  # pragma: no cover - joserfc always sets it after decryption
-        raise InvalidRequestObject("the request object could not be decrypted")
+        raise InvalidRequestObject(
+            "the request object could not be decrypted", rule="request_object.encryption.decrypt"
+        )
     try:
         inner = plaintext.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidRequestObject("the encrypted request object is not a signed JWT") from None
+        raise InvalidRequestObject(
+            "the encrypted request object is not a signed JWT",
+            rule="request_object.encryption.nested",
+        ) from None
     if len(inner.split(".")) != 3:
-        raise InvalidRequestObject("an encrypted request object must contain a signed JWT")
+        raise InvalidRequestObject(
+            "an encrypted request object must contain a signed JWT",
+            rule="request_object.encryption.nested",
+        )
     return inner, True
 
 
@@ -157,10 +189,14 @@ def _refuse_unknown_critical(header: dict[str, Any]) -> None:
     if crit is None:
         return
     if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
-        raise InvalidRequestObject("the crit header must be a non-empty list of names")
+        raise InvalidRequestObject(
+            "the crit header must be a non-empty list of names", rule="request_object.crit"
+        )
     unknown = [name for name in crit if name not in UNDERSTOOD_CRITICAL]
     if unknown:
-        raise InvalidRequestObject(f"critical header parameter(s) not understood: {unknown}")
+        raise InvalidRequestObject(
+            f"critical header parameter(s) not understood: {unknown}", rule="request_object.crit"
+        )
 
 
 async def verify_request_object(
@@ -202,37 +238,50 @@ async def verify_client_jws(
     """
     parts = split_compact(token, kind)
     if len(parts) != 3:
-        raise InvalidRequestObject(f"the {kind} must be a signed JWT")
+        raise InvalidRequestObject(
+            f"the {kind} must be a signed JWT", rule="request_object.compact"
+        )
     header_segment, payload_segment, _ = parts
     header = decode_json_segment(header_segment, "header", kind, max_depth)
     alg = header.get("alg")
     if alg == "none":
-        raise InvalidRequestObject(f"unsigned {kind}s (alg none) are refused")
+        raise InvalidRequestObject(
+            f"unsigned {kind}s (alg none) are refused", rule="request_object.alg"
+        )
     if not isinstance(alg, str) or alg not in SIGNING_ALGS:
-        raise InvalidRequestObject(f"{kind} alg {alg!r} is not allowed")
+        raise InvalidRequestObject(f"{kind} alg {alg!r} is not allowed", rule="request_object.alg")
     if pinned is not None and alg != pinned:
-        raise InvalidRequestObject(f"this client must sign its {kind}s with {pinned}")
+        raise InvalidRequestObject(
+            f"this client must sign its {kind}s with {pinned}", rule="request_object.alg.pinned"
+        )
     _refuse_unknown_critical(header)
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
-        raise InvalidRequestObject("kid must be a string")
+        raise InvalidRequestObject("kid must be a string", rule="request_object.kid")
     try:
         keys = await jwks.keys_for(client, kid)
     except ClientKeysUnavailable as exc:
-        raise InvalidRequestObject(f"the client's keys are unavailable: {exc}") from None
+        raise InvalidRequestObject(
+            f"the client's keys are unavailable: {exc}", rule="request_object.keys_unavailable"
+        ) from None
     candidates = _candidate_keys(keys, kid, alg)
     if not candidates and kid is not None and any(key.kid == kid for key in keys):
-        raise InvalidRequestObject(f"the client's key {kid!r} does not fit alg {alg}")
+        raise InvalidRequestObject(
+            f"the client's key {kid!r} does not fit alg {alg}", rule="request_object.kid"
+        )
     if not candidates:
         raise InvalidRequestObject(
             f"no key with kid {kid!r} is registered for this client"
             if kid is not None
-            else f"no registered key of this client fits alg {alg}"
+            else f"no registered key of this client fits alg {alg}",
+            rule="request_object.kid",
         )
     signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
     signature = _b64decode(parts[2], kind)
     if not any(signature_verifies(alg, signing_input, signature, key) for key in candidates):
-        raise InvalidRequestObject(f"the {kind}'s signature does not verify")
+        raise InvalidRequestObject(
+            f"the {kind}'s signature does not verify", rule="request_object.signature"
+        )
     return header, decode_json_segment(payload_segment, "payload", kind, max_depth)
 
 
@@ -283,41 +332,60 @@ def validate_claims(
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or media_type(typ) not in ACCEPTED_TYPES):
         raise InvalidRequestObject(
-            f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)"
+            f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)",
+            rule="request_object.typ",
         )
     for name in ("iss", "jti"):
         if name in claims and not isinstance(claims[name], str):
-            raise InvalidRequestObject(f"claim {name!r} must be a string")
+            raise InvalidRequestObject(
+                f"claim {name!r} must be a string", rule="request_object.claim_type"
+            )
     if claims.get("iss") != client.client_id:
-        raise InvalidRequestObject("iss must be the client_id")
+        raise InvalidRequestObject("iss must be the client_id", rule="request_object.iss")
     _check_audience(claims.get("aud"), settings.issuer)
     exp, nbf, iat = check_times(claims, now, skew, InvalidRequestObject, "request object")
     longest = settings.max_request_object_lifetime_seconds
     for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
         if start is not None and exp - start > longest + (skew if name == "now" else 0):
-            raise InvalidRequestObject(f"exp is more than {longest} s after {name}")
+            raise InvalidRequestObject(
+                f"exp is more than {longest} s after {name}", rule="request_object.lifetime"
+            )
     jti = claims.get("jti")
     if isinstance(jti, str) and len(jti.encode()) > MAX_JTI_BYTES:
-        raise InvalidRequestObject(f"jti is longer than {MAX_JTI_BYTES} bytes")
+        raise InvalidRequestObject(
+            f"jti is longer than {MAX_JTI_BYTES} bytes", rule="request_object.jti"
+        )
     for name in ("request", "request_uri"):
         if name in claims:
-            raise InvalidRequestObject(f"a request object must not contain {name!r}")
+            raise InvalidRequestObject(
+                f"a request object must not contain {name!r}", rule="request_object.nested"
+            )
     inner_client = claims.get("client_id")
     if inner_client is None:
         # Every mandatory authorization parameter is inside the object (RFC 9101 section 4,
         # as response_type is; Auth0's JAR rules).
-        raise InvalidRequestObject("client_id is required in the request object")
+        raise InvalidRequestObject(
+            "client_id is required in the request object", rule="request_object.client_id"
+        )
     if inner_client != outer.get("client_id"):
-        raise InvalidRequestObject("client_id in the request object differs from the request's")
+        raise InvalidRequestObject(
+            "client_id in the request object differs from the request's",
+            rule="request_object.client_id",
+        )
     if "response_type" in outer and claims.get("response_type") != outer["response_type"]:
-        raise InvalidRequestObject("response_type in the request object differs from the request's")
+        raise InvalidRequestObject(
+            "response_type in the request object differs from the request's",
+            rule="request_object.response_type",
+        )
 
 
 def _check_audience(aud: Any, issuer: str) -> None:
     if aud is None:
-        raise InvalidRequestObject("aud is required and must be the issuer")
+        raise InvalidRequestObject(
+            "aud is required and must be the issuer", rule="request_object.aud"
+        )
     if issuer not in audience_members(aud, InvalidRequestObject, "request object"):
-        raise InvalidRequestObject("aud must be, or contain, the issuer")
+        raise InvalidRequestObject("aud must be, or contain, the issuer", rule="request_object.aud")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
-from proxy.flows import Flow, PendingFlow, store_pending, take_flow
+from proxy.flows import Destination, Flow, PendingFlow, store_pending, take_flow
 from proxy.upstream import UpstreamAnswer, address_group, client_address
 
-from .deliver import Destination, deliver
+from .deliver import deliver
 from .exits import Exit, header_exit
 from .scan import Page, carries_handle, is_page, page_exit, read_page
 
@@ -71,7 +71,8 @@ async def complete(
     flow = in_memory or await take_flow(app[appkeys.STORE], handle)
     if flow is None:
         raise InvalidRequest(
-            "this authorization response belongs to an unknown, expired or completed flow"
+            "this authorization response belongs to an unknown, expired or completed flow",
+            rule="flow.unknown_response",
         )
     if in_memory is None:
         check_bound(request, settings, flow.browser)

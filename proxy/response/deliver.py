@@ -16,7 +16,6 @@ import base64
 import hashlib
 import html
 from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,7 +23,8 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.client_keys import ClientKeysUnavailable
 from proxy.errors import JarmKeyMissing, oauth_text
-from proxy.query import encode_query
+from proxy.flows import Destination
+from proxy.query import Prequoted, encode_query
 from proxy.response.jarm import build_jarm_response, encryption_key_for
 
 #: Response types that return a token or ID token through the front channel.
@@ -36,19 +36,6 @@ _SUBMIT_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT_SCRIPT.encode()).d
 RESPONSE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 #: Response parameters limited to RFC 6749's error characters (section 4.1.2.1).
 _OAUTH_TEXT_PARAMS = frozenset({"error", "error_description"})
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """Where and how a client receives its authorization response."""
-
-    client_id: str
-    redirect_uri: str
-    response_type: str
-    #: The mode the client asked for, or None for the response type's default.
-    response_mode: str | None
-    #: The client's own state, or None if it sent none.
-    state: str | None
 
 
 def returns_tokens(response_type: str) -> bool:
@@ -100,12 +87,13 @@ def redirect_to(
     params: list[tuple[str, str]],
     mode: str,
     extra_headers: Iterable[tuple[str, str]] = (),
+    quoted: Prequoted | None = None,
 ) -> web.Response:
     """A redirect (query or fragment) or a form_post page carrying ``params``."""
     if mode.startswith("form_post"):
         response = form_post_page(destination.redirect_uri, params)
     else:
-        encoded = encode_query(params)
+        encoded = encode_query(params, quoted)
         uri = destination.redirect_uri
         if mode.startswith("fragment"):
             location = f"{uri}#{encoded}"
@@ -160,7 +148,7 @@ async def deliver(
     mode = effective_mode(destination)
     if not mode.endswith(".jwt"):
         finished = finish_params(params, destination, settings.issuer)
-        return redirect_to(destination, finished, mode, extra_headers)
+        return redirect_to(destination, finished, mode, extra_headers, app[appkeys.PREQUOTED])
     client = app[appkeys.REGISTRY].get(destination.client_id)
     if client is None:
         raise JarmKeyMissing(f"client {destination.client_id!r} is no longer registered")
@@ -178,12 +166,5 @@ async def deliver(
         settings,
         encryption_key=encryption_key,
     )
-    return redirect_to(destination, [("response", token)], mode, extra_headers)
-
-
-async def deliver_error(
-    app: web.Application, destination: Destination, error: str, description: str
-) -> web.Response:
-    """An authorization error response: ``error``, ``error_description``, ``state``, ``iss``
-    and nothing else (OIDC Core §3.1.2.6), wrapped in JARM for JWT modes (JARM §2.1)."""
-    return await deliver(app, destination, [("error", error), ("error_description", description)])
+    quoted = app[appkeys.PREQUOTED]
+    return redirect_to(destination, [("response", token)], mode, extra_headers, quoted)
