@@ -9,16 +9,20 @@ everywhere (RFC 8725 §3.1, §2.1), and so are ``RSA1_5`` (FAPI 1 §8.6.1) and
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
-
-from .settings import SIGNING_ALGS
 
 # RFC 9864 deprecates the polymorphic "EdDSA" in favour of "Ed25519", and joserfc warns on
 # every use; JAR/JARM deployments and FAPI 2.0 still name EdDSA, so it stays allowed.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
+#: Request-object, client-assertion and JARM signing algorithms (asymmetric only).
+SigningAlg = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+SIGNING_ALGS: tuple[str, ...] = get_args(SigningAlg)
 #: JWE key-management algorithms the gateway accepts or produces.
 ENCRYPTION_ALGS = ("RSA-OAEP", "RSA-OAEP-256", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW")
 #: JWE content-encryption algorithms the gateway accepts or produces.

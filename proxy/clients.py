@@ -33,9 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS, alg_fits_key
 from .redirect_uris import check_redirect_uri
-from .settings import SIGNING_ALGS, Settings, is_loopback_host
+from .settings import Settings, is_loopback_host
 
 AuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
 

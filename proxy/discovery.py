@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS
+from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS
 from proxy.keyring import Keyring
 from proxy.request.params import JWT_MODES, PLAIN_MODES
-from proxy.settings import SIGNING_ALGS, Settings
+from proxy.settings import Settings
 
 OPENID = "/.well-known/openid-configuration"
 OAUTH = "/.well-known/oauth-authorization-server"

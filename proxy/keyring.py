@@ -21,12 +21,12 @@ from joserfc.jwk import Key, KeySet, OctKey, import_key
 
 from .algorithms import (
     ENCRYPTION_ALGS,
+    SIGNING_ALGS,
     alg_fits_key,
     default_alg,
     key_for_alg,
     use_of_alg,
 )
-from .settings import SIGNING_ALGS
 
 log = logging.getLogger("jargate.keyring")
 

@@ -17,25 +17,9 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ENV_PREFIX = "JARGATE_"
+from .algorithms import SigningAlg
 
-#: Request-object and JARM signing algorithms the gateway supports (asymmetric only;
-#: ``none`` and ``HS*`` are never accepted, RFC 8725 §3.1).
-SIGNING_ALGS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-SigningAlg = Literal[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
-]
+ENV_PREFIX = "JARGATE_"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

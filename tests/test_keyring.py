@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from proxy.algorithms import SIGNING_ALGS
 from proxy.keyring import Keyring, KeyringError, generate_private_jwks, public_jwks_of
-from proxy.settings import SIGNING_ALGS
 
 
 def write(tmp_path: Path, keys: list[dict[str, Any]]) -> Path:

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from proxy import metadata
+from proxy.algorithms import SIGNING_ALGS
 from proxy.app import create_app
 from proxy.keyring import Keyring
 from proxy.metadata import DISCOVERY_PATHS
-from proxy.settings import SIGNING_ALGS
 from proxy.store import MemoryStore
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
 from tests.jar import ISSUER

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import RegisteredClient
+from proxy.compact import is_compact
 from proxy.errors import InvalidRequest, PolicyRefusal, Refusal, UnauthorizedClient
 from proxy.observability import note
 
@@ -34,7 +35,6 @@ from .obtain import describe_source
 from .params import JWT_MODES, RawParameters, read_params
 from .redeem import authorize_pushed
 from .reentry import handle_of, reenter
-from .verify import is_compact
 
 
 async def authorize(request: web.Request) -> web.StreamResponse:

@@ -22,6 +22,7 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.claims import audience_members, check_times, issued_since
 from proxy.clients import RegisteredClient
+from proxy.compact import read_json_segment, split_compact
 from proxy.discovery import origin_of
 from proxy.errors import (
     ForgottenByStore,
@@ -37,9 +38,7 @@ from .make import ASSERTION_TYPE
 from .verify import (
     JtiClaim,
     claim_jti,
-    decode_json_segment,
     media_type,
-    split_compact,
     verify_client_jws,
 )
 
@@ -111,11 +110,12 @@ async def authenticate_client(
                 rule="client_authentication.client_id",
             )
     elif method == "private_key_jwt" and "client_id" not in form:
-        claims = decode_json_segment(
-            split_compact(form.get("client_assertion", ""), "client assertion")[1],
-            "payload",
-            "client assertion",
-        )
+        try:
+            claims = read_json_segment(
+                split_compact(form.get("client_assertion", ""), ASSERTION)[1], "payload", ASSERTION
+            )
+        except InvalidRequestObject as exc:
+            raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
         client_id = str(claims.get("iss", ""))
     else:
         client_id = form.get("client_id", "")
@@ -156,7 +156,7 @@ async def verify_client_assertion(
         )
     assertion = form.get("client_assertion", "")
     try:
-        header, claims = await verify_client_jws(
+        read = await verify_client_jws(
             assertion,
             client,
             app[appkeys.JWKS_CACHE],
@@ -166,6 +166,7 @@ async def verify_client_assertion(
         )
     except InvalidRequestObject as exc:
         raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
+    header, claims = read.header, read.claims
     typ = header.get("typ")
     if (isinstance(typ, str) and media_type(typ) == "oauth-authz-req+jwt") or (
         "response_type" in claims

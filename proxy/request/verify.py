@@ -13,12 +13,9 @@ Every refusal is ``invalid_request_object`` with a description that names the ru
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,26 +23,30 @@ from typing import Any
 from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
-from joserfc.jws import JWSRegistry
 
-from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, alg_fits_key
+from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS, alg_fits_key
 from proxy.claims import audience_members, check_times, issued_since
 from proxy.client_keys import ClientKeysUnavailable, JwksCache
 from proxy.clients import RegisteredClient
+from proxy.compact import (
+    DEFAULT_JSON_DEPTH,
+    ReadJws,
+    read_json_segment,
+    read_jws,
+    refuse_unknown_critical,
+    signature_verifies,
+    split_compact,
+)
 from proxy.errors import ForgottenByStore, InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
-from proxy.limits import TooDeep, loads_bounded
-from proxy.settings import SIGNING_ALGS, Settings
+from proxy.settings import Settings
 from proxy.store import Store, hashed_key
 
 log = logging.getLogger("jargate.verify")
 
 #: ``typ`` values accepted (RFC 9101 §10.8, RFC 8725 §3.11), after dropping ``application/``.
 ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
-#: Header parameters whose ``crit`` listing the gateway understands: none.
-UNDERSTOOD_CRITICAL: frozenset[str] = frozenset()
 MAX_JTI_BYTES = 64
-DEFAULT_JSON_DEPTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,64 +58,6 @@ class VerifiedObject:
     encrypted: bool
     #: The payload's bytes: the object's identity when it has no ``jti``.
     payload: bytes = b""
-
-
-_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
-
-
-def _b64decode(segment: str, kind: str) -> bytes:
-    """Base64url without padding, in its one canonical spelling (RFC 7515 section 2): unused
-    bits zero, so that one JWT has one text (a replay key may be its digest)."""
-    if not _BASE64URL.match(segment) or len(segment) % 4 == 1:
-        raise InvalidRequestObject(
-            f"the {kind} is not valid base64url", rule="request_object.compact.base64url"
-        )
-    try:
-        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidRequestObject(
-            f"the {kind} is not valid base64url", rule="request_object.compact.base64url"
-        ) from None
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
-        raise InvalidRequestObject(
-            f"the {kind} is not canonical base64url", rule="request_object.compact.base64url"
-        )
-    return decoded
-
-
-def decode_json_segment(
-    segment: str, part: str, kind: str = "request object", max_depth: int = DEFAULT_JSON_DEPTH
-) -> dict[str, Any]:
-    """A base64url segment that must hold a JSON object nested at most ``max_depth`` deep."""
-    try:
-        value = loads_bounded(_b64decode(segment, kind), max_depth)
-    except TooDeep as exc:
-        raise InvalidRequestObject(
-            f"the {kind}'s {part} is {exc}", rule="request_object.compact.json"
-        ) from None
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestObject(
-            f"the {kind}'s {part} is not JSON", rule="request_object.compact.json"
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidRequestObject(
-            f"the {kind}'s {part} is not a JSON object", rule="request_object.compact.json"
-        )
-    return value
-
-
-def is_compact(token: str) -> bool:
-    """True when ``token`` has the shape of a compact JWS (3 parts) or JWE (5)."""
-    return token.count(".") in (2, 4) and bool(token.split(".", 1)[0])
-
-
-def split_compact(token: str, kind: str = "request object") -> list[str]:
-    """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
-    if not is_compact(token):
-        raise InvalidRequestObject(
-            f"the {kind} is not a compact JWS or JWE", rule="request_object.compact"
-        )
-    return token.split(".")
 
 
 def decrypt_request_object(
@@ -135,7 +78,7 @@ def decrypt_request_object(
                 rule="request_object.encryption.required",
             )
         return token, False
-    header = decode_json_segment(parts[0], "JWE header", max_depth=max_depth)
+    header = read_json_segment(parts[0], "JWE header", max_depth=max_depth)
     alg, enc = header.get("alg"), header.get("enc")
     if alg not in ENCRYPTION_ALGS or alg not in keyring.decryption_algs:
         raise InvalidRequestObject(
@@ -149,7 +92,7 @@ def decrypt_request_object(
         raise InvalidRequestObject(
             "compressed (zip) request objects are refused", rule="request_object.encryption.zip"
         )
-    _refuse_unknown_critical(header)
+    refuse_unknown_critical(header)
     if meta.request_object_encryption_alg is not None and (
         alg != meta.request_object_encryption_alg or enc != meta.request_object_encryption_enc
     ):
@@ -184,21 +127,6 @@ def decrypt_request_object(
     return inner, True
 
 
-def _refuse_unknown_critical(header: dict[str, Any]) -> None:
-    crit = header.get("crit")
-    if crit is None:
-        return
-    if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
-        raise InvalidRequestObject(
-            "the crit header must be a non-empty list of names", rule="request_object.crit"
-        )
-    unknown = [name for name in crit if name not in UNDERSTOOD_CRITICAL]
-    if unknown:
-        raise InvalidRequestObject(
-            f"critical header parameter(s) not understood: {unknown}", rule="request_object.crit"
-        )
-
-
 async def verify_request_object(
     token: str,
     client: RegisteredClient,
@@ -208,7 +136,7 @@ async def verify_request_object(
 ) -> VerifiedObject:
     """Check the request object's signature (:func:`verify_client_jws`), honouring the
     client's ``request_object_signing_alg``."""
-    header, claims = await verify_client_jws(
+    read = await verify_client_jws(
         token,
         client,
         jwks,
@@ -216,8 +144,7 @@ async def verify_request_object(
         "request object",
         max_depth=max_depth,
     )
-    payload = _b64decode(token.split(".")[1], "request object")
-    return VerifiedObject(header=header, claims=claims, encrypted=encrypted, payload=payload)
+    return VerifiedObject(read.header, read.claims, encrypted, read.payload)
 
 
 async def verify_client_jws(
@@ -228,21 +155,16 @@ async def verify_client_jws(
     kind: str,
     *,
     max_depth: int = DEFAULT_JSON_DEPTH,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> ReadJws:
     """Check a JWS the client signed (a request object or a client assertion) with the
-    client's registered keys only; return its header and claims.
+    client's registered keys only; return it, read (:mod:`proxy.compact`).
 
     ``jku``, ``x5u``, ``jwk`` and ``x5c`` in the header are never used; ``kid`` selects
     among the client's keys; the alg must be on the allow-list, fit the key, and equal
     ``pinned`` when the client registered one.
     """
-    parts = split_compact(token, kind)
-    if len(parts) != 3:
-        raise InvalidRequestObject(
-            f"the {kind} must be a signed JWT", rule="request_object.compact"
-        )
-    header_segment, payload_segment, _ = parts
-    header = decode_json_segment(header_segment, "header", kind, max_depth)
+    read = read_jws(token, kind, max_depth)
+    header = read.header
     alg = header.get("alg")
     if alg == "none":
         raise InvalidRequestObject(
@@ -254,7 +176,6 @@ async def verify_client_jws(
         raise InvalidRequestObject(
             f"this client must sign its {kind}s with {pinned}", rule="request_object.alg.pinned"
         )
-    _refuse_unknown_critical(header)
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise InvalidRequestObject("kid must be a string", rule="request_object.kid")
@@ -276,28 +197,11 @@ async def verify_client_jws(
             else f"no registered key of this client fits alg {alg}",
             rule="request_object.kid",
         )
-    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
-    signature = _b64decode(parts[2], kind)
-    if not any(signature_verifies(alg, signing_input, signature, key) for key in candidates):
+    if not any(signature_verifies(read, alg, key) for key in candidates):
         raise InvalidRequestObject(
             f"the {kind}'s signature does not verify", rule="request_object.signature"
         )
-    return header, decode_json_segment(payload_segment, "payload", kind, max_depth)
-
-
-#: joserfc's own algorithm implementations, by name: the header was parsed and checked
-#: above, so the signature is verified directly instead of parsing the token twice.
-_ALGORITHMS = {name: JWSRegistry.algorithms[name] for name in SIGNING_ALGS}
-
-
-def signature_verifies(alg: str, signing_input: bytes, signature: bytes, key: Key) -> bool:
-    """True when ``signature`` over ``signing_input`` verifies with ``key`` under ``alg``."""
-    model = _ALGORITHMS[alg]
-    try:
-        model.check_key(key)
-        return bool(model.verify(signing_input, signature, key))
-    except (JoseError, ValueError, TypeError):
-        return False
+    return read
 
 
 def _candidate_keys(keys: KeySet, kid: str | None, alg: str) -> list[Key]:

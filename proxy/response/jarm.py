@@ -11,17 +11,15 @@ as a nested JWT (``cty: JWT``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
 from joserfc import jwe
 from joserfc.jwk import Key, KeySet
-from joserfc.jws import JWSRegistry
-from joserfc.util import urlsafe_b64encode
 
 from proxy.algorithms import alg_fits_key
 from proxy.clients import RegisteredClient
+from proxy.compact import sign_compact
 from proxy.errors import JarmKeyMissing
 from proxy.keyring import Keyring
 from proxy.settings import Settings
@@ -46,18 +44,6 @@ def encryption_key_for(client: RegisteredClient, keys: KeySet) -> Key:
             if key.get("use") == wanted:
                 return key
     raise JarmKeyMissing(f"client {client.client_id!r} has no key to encrypt responses with {alg}")
-
-
-def sign_compact(header: dict[str, str], claims: dict[str, object], key: Key) -> str:
-    """A compact JWS (RFC 7515 §7.1) signed with joserfc's algorithm object directly: the
-    header is the gateway's own, so joserfc's header parsing and checks add nothing."""
-    signing_input = (
-        urlsafe_b64encode(json.dumps(header, separators=(",", ":")).encode())
-        + b"."
-        + urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
-    )
-    signature = JWSRegistry.algorithms[header["alg"]].sign(signing_input, key)
-    return (signing_input + b"." + urlsafe_b64encode(signature)).decode("ascii")
 
 
 def build_jarm_response(
