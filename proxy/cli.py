@@ -1,4 +1,4 @@
-"""The ``jargate`` command: serve, check, keys, request-object, demo (CONTRACT.md)."""
+"""The ``jargate`` command: serve, check, keys, request-object, demo."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from .keyring import (
 )
 from .loading import check_keys_cover_clients, load_keyring
 from .metadata import discovery_advice, issuer_problem, upstream_discovery
-from .observability import Metrics, metrics_app, setup_logging
+from .observability import Metrics, lighten_log_records, metrics_app, setup_logging
 from .request.make import make_request_object, par_form
 from .serving import gateway_runner
 from .settings import Settings, SettingsError, load_settings
@@ -63,6 +63,7 @@ def _load(env_file: str | None) -> tuple[Settings, ClientRegistry, Keyring]:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings, registry, keyring = _load(args.env_file)
     setup_logging(settings.log_level, settings.log_format)
+    lighten_log_records()
     if keyring.ephemeral:
         log.warning(
             "JARGATE_KEYS_FILE is not set: using throw-away keys; "
@@ -86,8 +87,8 @@ def _run_worker(settings: Settings, registry: ClientRegistry, keyring: Keyring) 
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (Linux and macOS): about half the cost
-    of every socket operation, Redis commands included (bench/RESULTS.md); else asyncio's."""
+    """uvloop's event loop where it is installed (Linux and macOS; cheaper socket
+    operations); else asyncio's."""
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
@@ -136,7 +137,7 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
             metrics_runner = gateway_runner(metrics_app(metrics), settings)
             await metrics_runner.setup()
             runners.append(metrics_runner)
-            # With several workers each serves its own counters (README, "Workers").
+            # With several workers each serves its own counters (docs/operations.md).
             await web.TCPSite(
                 metrics_runner,
                 settings.host,
@@ -164,9 +165,8 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
 
 def freeze_startup_objects() -> int:
     """Keep what start-up built (modules, settings, keys, the app) out of the garbage
-    collector's sight: a full collection then walks only what requests left behind. Without
-    it each full collection walks the ~75,000 start-up objects too, a pause of about 40 ms
-    for every request in flight (the p99 at half load, bench/RESULTS.md)."""
+    collector's sight: a full collection then walks only what requests left behind, not
+    every start-up object too (a pause for every request in flight)."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -2,10 +2,9 @@
 
 These are most of what reaches the upstream: pages passed through, and the
 authorization endpoint the gateway calls server-side. aiohttp's
-``ClientSession.request`` spends about 60 µs of CPU on each here, most of it on what a
-reverse proxy never uses (cookies, redirects, tracing, middlewares, auth, proxies, URL
-building): a page passed through read 0.88–0.92 of the naive relay's throughput with it,
-1.10–1.19 without it (bench/analysis.md, eighth session). So these requests are written
+``ClientSession.request`` spends most of its work on these on what a reverse proxy never
+uses (cookies, redirects, tracing, middlewares, auth, proxies, URL building). So these
+requests are written
 on aiohttp's own client protocol (:class:`aiohttp.client_proto.ResponseHandler`), whose
 parser frames, bounds and times the answer exactly as the session's does; only writing
 the request line and headers (with aiohttp's own serialiser, which refuses control

@@ -1,6 +1,6 @@
 """Input limits: every bound on what a client can make the gateway parse.
 
-Each limit is a setting with a safe default (README, "Input limits"); each breach is a
+Each limit is a setting with a safe default (docs/reference.md, "Input limits"); each breach is a
 clean 4xx, never a 5xx. Request line and header sizes are enforced by aiohttp's parser
 (400); bodies by aiohttp's ``client_max_size`` (413) and the PAR endpoint (413);
 parameter counts, request-object sizes and JSON nesting here.

@@ -113,10 +113,8 @@ def _json_value(value: Any) -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras.
 
-    Written field by field with JSON's own escaping rather than through a dict and
-    ``json.dumps``: an access line costs a fifth less (133 k → 105 k instructions,
-    bench/analysis.md, seventh session); tests/test_observability.py reads any message
-    and extras back."""
+    Written field by field with JSON's own escaping, cheaper than a dict through
+    ``json.dumps``; tests/test_observability.py reads any message and extras back."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [
@@ -186,6 +184,13 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def lighten_log_records() -> None:
+    """For ``jargate serve``: no formatter here prints the caller, thread or process, so
+    log records stop collecting them (process-wide: not for a library's caller)."""
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
     """Route every log record to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -193,10 +198,6 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # No formatter here prints the caller, thread or process: do not collect them for
-    # every record (about a third of the cost of an access line).
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # aiohttp's own access log would print query strings (codes, tokens): ours does not.
     logging.getLogger("aiohttp.access").disabled = True
 
@@ -213,9 +214,8 @@ class RequestStats:
     """Requests answered and their latency, kept as plain numbers (a dict update and a
     bisect a request, on the event loop) and turned into Prometheus families only when
     scraped: ``jargate_http_requests_total{route,method,status}`` and the histogram
-    ``jargate_http_request_duration_seconds{route}``. prometheus_client's own Counter and
-    Histogram cost about 5 µs a request here (locks, bucket loops), a tenth of a plain
-    pass-through (bench/RESULTS.md)."""
+    ``jargate_http_request_duration_seconds{route}``: cheaper than prometheus_client's
+    own Counter and Histogram (locks, bucket loops) on every request."""
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = buckets
@@ -323,10 +323,8 @@ def _route_label(request: web.Request) -> str:
 
 def observing(metrics: Metrics, trusted: tuple[Network, ...]) -> Callable[[Handler], Handler]:
     """What every route's handler is wrapped in: the request id, one access-log line and
-    metrics (errors are answered inside, by :mod:`proxy.boundary`). A wrapper rather than
-    an aiohttp middleware: the same work without aiohttp's middleware chain (bench/
-    analysis.md). The one catch-all route is registered wrapped (``proxy/app.py``), so
-    no request escapes it."""
+    metrics (errors are answered inside, by :mod:`proxy.boundary`). The one catch-all
+    route is registered wrapped (``proxy/app.py``), so no request escapes it."""
 
     async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id")

@@ -1,4 +1,4 @@
-"""The gateway's settings: every ``JARGATE_*`` variable of CONTRACT.md, typed and frozen.
+"""The gateway's settings: every ``JARGATE_*`` variable, typed and frozen.
 
 Settings are read once, before the event loop starts (:func:`load_settings`). A bad
 value, a missing required value or an unknown ``JARGATE_*`` variable stops the process
@@ -37,7 +37,7 @@ def _absolute_path(value: str, name: str) -> str:
 
 
 class Settings(BaseSettings):
-    """The environment of CONTRACT.md. Built once at start; immutable afterwards."""
+    """The environment (docs/reference.md). Built once at start; immutable afterwards."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

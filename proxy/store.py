@@ -298,11 +298,10 @@ class RedisStore:
         self._redis = client
         self._sentinel = sentinel
         #: Every operation's deadline, retries and reconnects included (``asyncio.timeout``;
-        #: its ``TimeoutError`` is an ``OSError``, so it fails closed like the rest). One
-        #: timer an operation: redis-py's ``socket_timeout`` costs a task for every write
-        #: and a timer for every read, 55 k instructions a command against 26 k
-        #: (bench/analysis.md). Cancelled at the deadline, the connection is dropped, so
-        #: no late reply is read by the next command.
+        #: its ``TimeoutError`` is an ``OSError``, so it fails closed like the rest): one
+        #: timer an operation, not redis-py's socket timeout's task a write and timer a
+        #: read. Cancelled at the deadline, the connection is dropped, so no late reply is
+        #: read by the next command.
         self._timeout = timeout
         self._per_source = max_pending_per_source
         self._memory = StoreMemory()

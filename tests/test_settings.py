@@ -15,7 +15,7 @@ REQUIRED = {
     "JARGATE_ISSUER": "https://idp.example",
 }
 
-#: CONTRACT.md's settings table: variable -> default.
+#: The operator contract's settings table: variable -> default.
 CONTRACT_DEFAULTS = {
     "JARGATE_HOST": "0.0.0.0",
     "JARGATE_PORT": 8000,
@@ -60,7 +60,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_every_contract_variable_exists_with_its_default(env: pytest.MonkeyPatch) -> None:
-    """Each JARGATE_* of CONTRACT.md is a setting, and its default is the contract's."""
+    """Each JARGATE_* of the operator contract is a setting, and its default the contract's."""
     settings = load_settings()
     assert set(CONTRACT_DEFAULTS) | set(REQUIRED) <= known_variables()
     for name, default in CONTRACT_DEFAULTS.items():
@@ -68,10 +68,10 @@ def test_every_contract_variable_exists_with_its_default(env: pytest.MonkeyPatch
 
 
 def test_every_variable_is_in_the_contract_or_documented_as_beyond_it() -> None:
-    """No setting exists that neither the contract nor the README names."""
-    readme = (REPO / "README.md").read_text()
+    """No setting exists that the reference does not name."""
+    readme = (REPO / "docs" / "reference.md").read_text()
     for name in known_variables():
-        assert f"`{name}`" in readme, f"{name} is not documented in README.md"
+        assert f"`{name}`" in readme, f"{name} is not documented in docs/reference.md"
 
 
 def test_values_are_typed(env: pytest.MonkeyPatch) -> None:
