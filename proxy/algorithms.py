@@ -68,10 +68,14 @@ def use_of_alg(alg: str) -> str:
     return "enc" if alg in ENCRYPTION_ALGS else "sig"
 
 
-def key_for_alg(alg: str) -> Key:
-    """Generate a fresh private key suitable for ``alg``."""
+#: RSA key sizes ``jargate keys generate --size`` offers (RFC 7518 section 3.3: 2048 or more).
+RSA_SIZES = (2048, 3072, 4096)
+
+
+def key_for_alg(alg: str, rsa_size: int = 2048) -> Key:
+    """Generate a fresh private key suitable for ``alg`` (RSA keys of ``rsa_size`` bits)."""
     if alg.startswith(("RS", "PS", "RSA-OAEP")):
-        return RSAKey.generate_key(2048)
+        return RSAKey.generate_key(rsa_size)
     if alg in _EC_CURVE_FOR_ALG:
         return ECKey.generate_key(_EC_CURVE_FOR_ALG[alg])
     if alg == "EdDSA":

@@ -22,6 +22,7 @@ from aiohttp import web
 from joserfc.jwk import Key, import_key
 
 from . import __version__
+from .algorithms import RSA_SIZES
 from .app import create_app
 from .clients import ClientRegistry, RegistryError, load_registry
 from .demo.run import run_demo
@@ -230,7 +231,7 @@ async def _probe(settings: Settings) -> list[str]:
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     try:
-        document = generate_private_jwks(args.alg, args.use, args.kid)
+        document = generate_private_jwks(args.alg, args.use, args.kid, args.size)
     except KeyringError as exc:
         raise CommandError(str(exc)) from None
     print(json.dumps(document, indent=2))
@@ -355,7 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="generate keys, or print a key set's public half")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     generate = key_commands.add_parser("generate", help="print a private JWKS with one new key")
-    generate.add_argument("--alg", required=True, help="ES256, PS256, RSA-OAEP-256, ...")
+    generate.add_argument(
+        "--alg",
+        required=True,
+        action="append",
+        help="ES256, PS256, RSA-OAEP-256, ... (repeat for one key of each)",
+    )
+    generate.add_argument(
+        "--size", type=int, choices=RSA_SIZES, default=2048, help="bits of RSA keys"
+    )
     generate.add_argument("--use", choices=["sig", "enc"], help="defaults to the alg's use")
     generate.add_argument("--kid", help="defaults to the RFC 7638 thumbprint")
     generate.set_defaults(run=cmd_keys_generate)

@@ -151,20 +151,28 @@ class Keyring:
 
 
 def generate_private_jwks(
-    alg: str, use: str | None = None, kid: str | None = None
+    algs: list[str], use: str | None = None, kid: str | None = None, rsa_size: int = 2048
 ) -> dict[str, Any]:
-    """A private JWKS with one new key for ``alg`` (``jargate keys generate``)."""
-    if alg not in (*SIGNING_ALGS, *ENCRYPTION_ALGS):
-        raise KeyringError(
-            f"unsupported alg {alg!r}; choose one of {', '.join((*SIGNING_ALGS, *ENCRYPTION_ALGS))}"
-        )
-    natural = use_of_alg(alg)
-    if use is not None and use != natural:
-        raise KeyringError(f"alg {alg} is for use {natural!r}, not {use!r}")
-    key = key_for_alg(alg)
-    jwk = key.as_dict(private=True)
-    jwk.update({"kid": kid or key.thumbprint(), "use": natural, "alg": alg})
-    return {"keys": [jwk]}
+    """A private JWKS with one new key for each of ``algs`` (``jargate keys generate``)."""
+    if not algs:
+        raise KeyringError("name at least one --alg")
+    if len(set(algs)) != len(algs):
+        raise KeyringError(f"--alg names the same alg twice: {', '.join(algs)}")
+    if kid is not None and len(algs) > 1:
+        raise KeyringError("--kid names one key: use it with one --alg")
+    keys = []
+    for alg in algs:
+        if alg not in (*SIGNING_ALGS, *ENCRYPTION_ALGS):
+            allowed = ", ".join((*SIGNING_ALGS, *ENCRYPTION_ALGS))
+            raise KeyringError(f"unsupported alg {alg!r}; choose one of {allowed}")
+        natural = use_of_alg(alg)
+        if use is not None and use != natural:
+            raise KeyringError(f"alg {alg} is for use {natural!r}, not {use!r}")
+        key = key_for_alg(alg, rsa_size)
+        jwk = key.as_dict(private=True)
+        jwk.update({"kid": kid or key.thumbprint(), "use": natural, "alg": alg})
+        keys.append(jwk)
+    return {"keys": keys}
 
 
 def prepare_keys(document: Any, label: str) -> list[GatewayKey]:

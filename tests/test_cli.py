@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import signal
@@ -151,6 +152,24 @@ def test_keys_generate_and_public(tmp_path: Path) -> None:
     (jwk,) = json.loads(public.stdout)["keys"]
     assert "d" not in jwk
     assert jwk["kid"] == "k-2026"
+
+
+def test_keys_generate_makes_one_key_per_alg(tmp_path: Path) -> None:
+    """`--alg` repeated makes one key each (none silently dropped); `--size` sets RSA's bits;
+    the same alg twice, or one `--kid` for several keys, is refused."""
+    result = run("keys", "generate", "--alg", "ES256", "--alg", "PS256", "--size", "3072")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "keys.json"
+    path.write_text(result.stdout)
+    assert ["ES256", "PS256"] == [key.alg for key in Keyring.load(path).keys]
+    (rsa,) = [jwk for jwk in json.loads(result.stdout)["keys"] if jwk["kty"] == "RSA"]
+    assert 3072 == len(base64.urlsafe_b64decode(rsa["n"] + "==")) * 8
+    for extra in (
+        ["--alg", "ES256", "--alg", "ES256"],
+        ["--alg", "ES256", "--alg", "PS256", "--kid", "k"],
+    ):
+        refused = run("keys", "generate", *extra)
+        assert (2, 1) == (refused.returncode, len(refused.stderr.strip().splitlines()))
 
 
 def test_keys_generate_refuses_bad_alg() -> None:

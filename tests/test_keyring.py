@@ -109,7 +109,7 @@ def test_bad_key_files_are_named(tmp_path: Path, content: str) -> None:
 def test_generated_keys_load(tmp_path: Path, alg: str) -> None:
     """Every alg `keys generate` offers produces a key the keyring accepts for that alg."""
     path = tmp_path / "keys.json"
-    path.write_text(json.dumps(generate_private_jwks(alg)))
+    path.write_text(json.dumps(generate_private_jwks([alg])))
     (key,) = Keyring.load(path).keys
     assert alg == key.alg
 
@@ -117,14 +117,14 @@ def test_generated_keys_load(tmp_path: Path, alg: str) -> None:
 def test_generate_refuses_contradictions() -> None:
     """An alg and a use that contradict each other are refused."""
     with pytest.raises(KeyringError, match="is for use 'sig'"):
-        generate_private_jwks("ES256", use="enc")
+        generate_private_jwks(["ES256"], use="enc")
     with pytest.raises(KeyringError, match="unsupported alg"):
-        generate_private_jwks("HS256")
+        generate_private_jwks(["HS256"])
 
 
 def test_public_half() -> None:
     """`keys public` drops the private parts and keeps kid, use and alg."""
-    private = generate_private_jwks("PS256", kid="k1")
+    private = generate_private_jwks(["PS256"], kid="k1")
     (jwk,) = public_jwks_of(private)["keys"]
     assert (jwk["kid"], jwk["use"], jwk["alg"]) == ("k1", "sig", "PS256")
     assert "d" not in jwk

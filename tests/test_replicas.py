@@ -41,8 +41,8 @@ async def replicas(tmp_path: Path, legacy: Legacy, clean_redis: str) -> AsyncIte
         json.dumps(
             {
                 "keys": [
-                    *generate_private_jwks("ES256")["keys"],
-                    *generate_private_jwks("RS256")["keys"],
+                    *generate_private_jwks(["ES256"])["keys"],
+                    *generate_private_jwks(["RS256"])["keys"],
                 ]
             }
         )

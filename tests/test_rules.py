@@ -13,12 +13,13 @@ from tests.support import REPO
 def _literal_rules(tree: ast.AST) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "rule":
-            if isinstance(node.value, ast.Constant):
-                found.add(node.value.value)
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            if any(isinstance(t, ast.Name) and t.id == "rule" for t in node.targets):
-                found.add(node.value.value)
+        named = (isinstance(node, ast.keyword) and node.arg == "rule") or (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "rule" for t in node.targets)
+        )
+        value = getattr(node, "value", None)
+        if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found.add(value.value)
     return found
 
 

@@ -62,7 +62,7 @@ class Demo:
         self.legacy_sock, self.gateway_sock = _bind(), _bind()
         self.legacy_url = f"http://127.0.0.1:{self.legacy_sock.getsockname()[1]}"
         self.issuer = f"http://127.0.0.1:{self.gateway_sock.getsockname()[1]}"
-        private = generate_private_jwks("ES256", kid="demo-client-key")
+        private = generate_private_jwks(["ES256"], kid="demo-client-key")
         self.client_key = prepare_key(private["keys"][0], "demo client key")
         clients = {
             "clients": [
