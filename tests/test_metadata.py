@@ -311,7 +311,8 @@ async def test_incomplete_upstream_document_is_not_used(
 
 
 def test_demo_runs_end_to_end() -> None:
-    """`jargate demo` runs one signed-request, signed-response flow and succeeds."""
+    """`jargate demo` runs one signed-request, signed-response flow, and shows a tampered and a
+    replayed object refused without the legacy server seeing them."""
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "demo"],
         check=False,
@@ -329,6 +330,10 @@ def test_demo_runs_end_to_end() -> None:
         "4. The client verifies",
         "5. The client exchanges the code",
         "6. The same with PAR",
+        "7. Refused: a tampered request object, and one used twice",
+        "the request object's signature does not verify",
+        "this request object was already used (replay)",
+        "the legacy server received nothing",
         "── Done",
     ):
         assert step in result.stdout
