@@ -43,6 +43,14 @@ def is_compact(token: str) -> bool:
     return token.count(".") in (2, 4) and bool(token.split(".", 1)[0])
 
 
+def may_be_jose(value: str) -> bool:
+    """True for a value some JOSE parser might take for a JWS or JWE: empty, a compact
+    shape with any segment empty or with surrounding whitespace, or a JSON serialization.
+    Only values this rules out can be another field that happens to share the name."""
+    stripped = value.strip()
+    return not stripped or stripped.count(".") in (2, 4) or stripped.startswith("{")
+
+
 def split_compact(token: str, kind: str = "request object") -> list[str]:
     """The parts of a compact JWS (3) or JWE (5); anything else is refused."""
     if not is_compact(token):

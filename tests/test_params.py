@@ -202,6 +202,34 @@ async def test_consent_post_with_the_servers_own_request_field_passes_untouched(
     assert hashlib.sha256(body.encode()).hexdigest() == received.body_sha256
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["", " ", ".b.c", "a..c", " a.b.c", "a.b.c\n", "a.b.c.d.e ", '{"payload":"e30"}'],
+    ids=["empty", "blank", "no-header", "no-payload", "leading-space", "newline", "jwe", "json"],
+)
+@pytest.mark.parametrize("client_id", [None, "", "stranger"], ids=["absent", "empty", "unknown"])
+async def test_a_request_any_jose_parser_might_read_never_passes_unverified(
+    gateway: GatewayFactory, legacy: Legacy, value: str, client_id: str | None
+) -> None:
+    """From an absent, empty or unregistered client_id, a ``request`` that some lenient JOSE
+    parser could take for a request object (empty, padded, empty segments, JSON serialized)
+    is refused on the gateway's page, never forwarded as the upstream's own field."""
+    client = await gateway()
+    query = {"request": value, "response_type": "code"}
+    if client_id is not None:
+        query["client_id"] = client_id
+    response = await client.get("/authorize", params=query, allow_redirects=False)
+    assert legacy.recorder.requests == [], "the upstream must receive nothing"
+    assert "Location" not in response.headers
+    body = await response.json()
+    if client_id:
+        assert (400, "unauthorized_client") == (response.status, body["error"])
+        assert "not registered for signed" in body["error_description"]
+    else:
+        assert (400, "invalid_request") == (response.status, body["error"])
+        assert "client_id is required" in body["error_description"]
+
+
 async def test_encoded_bodies_pass_through_as_sent(gateway: GatewayFactory, legacy: Legacy) -> None:
     """A gzip-encoded body to a path the gateway does not own reaches the upstream as the
     client encoded it (it is not decoded on the way)."""

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import RegisteredClient
-from proxy.compact import is_compact
+from proxy.compact import may_be_jose
 from proxy.errors import InvalidRequest, PolicyRefusal, Refusal, UnauthorizedClient
 from proxy.observability import note
 
@@ -108,9 +108,9 @@ async def unregistered(
     spelling of a registered client's (a server that folds case or Unicode would find that
     client)."""
     note(request, client_id, describe_source(dict(raw.query + raw.form)))
-    # A request that is no compact JWS or JWE is the upstream's own form field (allauth's
-    # consent form posts its signed state under that name).
-    uses_jar = any(map(is_compact, raw.values("request"))) or bool(raw.values("request_uri"))
+    # A request no JOSE parser could take for a request object is the upstream's own form
+    # field (allauth's consent form posts its signed state under that name).
+    uses_jar = any(map(may_be_jose, raw.values("request"))) or bool(raw.values("request_uri"))
     wants_jarm = any(mode in JWT_MODES for mode in raw.values("response_mode"))
     if client_id and request.app[appkeys.SETTINGS].require_registered_clients:
         raise UnauthorizedClient("this client is not registered", rule="client.unregistered")
