@@ -30,6 +30,7 @@ from .routing import Route, Router
 from .serving import drop_server_banner
 from .settings import Settings
 from .store import Store, build_store
+from .token.endpoint import TokenPath, token_route_ctx
 from .upstream import Upstream
 
 GET = frozenset({"GET"})
@@ -71,10 +72,12 @@ def create_app(
         [settings.issuer, *(uri for client in registry for uri in client.meta.redirect_uris)]
     )
     app[appkeys.METADATA] = Metadata()
+    app[appkeys.TOKEN_PATH] = TokenPath()
     if store is not None:
         app[appkeys.STORE] = store
-    app.cleanup_ctx.extend([store_ctx, upstream_ctx, outbound_ctx, fetch_ctx])
     router = Router(routes(settings, app[appkeys.METADATA]), pass_through, answer, unexpected)
+    app[appkeys.ROUTER] = router
+    app.cleanup_ctx.extend([store_ctx, upstream_ctx, token_route_ctx, outbound_ctx, fetch_ctx])
     observed = observing(metrics, settings.trusted_proxies)
     # Every path, line breaks included ("." would stop at one), goes through the router.
     app.router.add_route("*", r"/{tail:[\s\S]*}", observed(router.dispatch))

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from .observability import Metrics
     from .query import Prequoted
     from .request.obtain import RequestUriFetches
+    from .routing import Router
     from .settings import Settings
     from .store import Store
+    from .token.endpoint import TokenPath
     from .upstream import Upstream
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -35,3 +37,7 @@ METADATA: web.AppKey[Metadata] = web.AppKey("metadata")
 FETCH: web.AppKey[RequestUriFetches] = web.AppKey("fetch")
 #: The configured values quoted once for the queries the gateway writes (:mod:`proxy.query`).
 PREQUOTED: web.AppKey[Prequoted] = web.AppKey("prequoted")
+#: The one router of the gateway's own paths (the token path joins it at start).
+ROUTER: web.AppKey[Router] = web.AppKey("router")
+#: Where the upstream's token endpoint is, which the gateway serves (known at start).
+TOKEN_PATH: web.AppKey[TokenPath] = web.AppKey("token_path")

@@ -35,9 +35,11 @@ from pydantic import (
 
 from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS, alg_fits_key
 from .redirect_uris import check_redirect_uri
-from .settings import Settings, is_loopback_host
+from .settings import Profile, Settings, is_loopback_host
 
 AuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+#: How the gateway authenticates a client to the upstream's token endpoint.
+UpstreamAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 
 
 class RegistryError(Exception):
@@ -77,6 +79,11 @@ class Client(BaseModel):
     token_endpoint_auth_method: AuthMethod | None = None
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None
+    profile: Profile | None = None
+    require_pkce: bool | None = None
+    upstream_token_endpoint_auth_method: UpstreamAuthMethod | None = None
+    upstream_client_secret: SecretStr | None = None
+    upstream_client_secret_file: Path | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -179,7 +186,31 @@ class Client(BaseModel):
             raise ValueError(f"token_endpoint_auth_method {method} needs client_secret(_file)")
         if method == "none" and has_secret:
             raise ValueError("a public client (token_endpoint_auth_method none) has no secret")
+        self._check_upstream_authentication()
         return self
+
+    def _check_upstream_authentication(self) -> None:
+        upstream = self.upstream_token_endpoint_auth_method
+        secrets = (self.upstream_client_secret, self.upstream_client_secret_file)
+        has_secret = any(secret is not None for secret in secrets)
+        if all(secret is not None for secret in secrets):
+            raise ValueError("upstream_client_secret and upstream_client_secret_file are both set")
+        if upstream is None and has_secret:
+            raise ValueError(
+                "upstream_client_secret(_file) needs upstream_token_endpoint_auth_method"
+            )
+        if upstream in ("client_secret_basic", "client_secret_post") and not has_secret:
+            raise ValueError(
+                f"upstream_token_endpoint_auth_method {upstream} needs"
+                " upstream_client_secret(_file)"
+            )
+        if upstream == "none" and has_secret:
+            raise ValueError("upstream_token_endpoint_auth_method none takes no upstream secret")
+        if upstream is not None and self.auth_method is None:
+            raise ValueError(
+                "upstream_token_endpoint_auth_method needs a way for the client to authenticate"
+                " to the gateway: token_endpoint_auth_method with jwks or a client_secret"
+            )
 
     @property
     def auth_method(self) -> AuthMethod | None:
@@ -204,6 +235,8 @@ class RegisteredClient:
     meta: Client
     keys: KeySet | None
     secret: SecretStr | None
+    #: The secret the gateway authenticates this client with at the upstream's token endpoint.
+    upstream_secret: SecretStr | None = None
 
     @property
     def client_id(self) -> str:
@@ -349,19 +382,37 @@ def load_registry(settings: Settings) -> ClientRegistry:
                 f"{source}: client {meta.client_id!r}: request_object_signing_alg {pinned} "
                 "fits none of the keys in its jwks"
             )
-        clients.append(RegisteredClient(meta=meta, keys=keys, secret=_read_secret(meta, source)))
+        clients.append(
+            RegisteredClient(
+                meta=meta,
+                keys=keys,
+                secret=_read_secret(
+                    meta.client_secret, meta.client_secret_file, "client_secret_file", meta, source
+                ),
+                upstream_secret=_read_secret(
+                    meta.upstream_client_secret,
+                    meta.upstream_client_secret_file,
+                    "upstream_client_secret_file",
+                    meta,
+                    source,
+                ),
+            )
+        )
     return ClientRegistry(clients)
 
 
-def _read_secret(meta: Client, source: str) -> SecretStr | None:
-    if meta.client_secret_file is None:
-        return meta.client_secret
+def _read_secret(
+    inline: SecretStr | None, file: Path | None, field: str, meta: Client, source: str
+) -> SecretStr | None:
+    """A secret given inline, or read from its file (the registry field ``field``)."""
+    if file is None:
+        return inline
     try:
-        text = meta.client_secret_file.read_text().strip()
+        text = file.read_text().strip()
     except OSError as exc:
         raise RegistryError(
-            f"{source}: client {meta.client_id!r}: client_secret_file: {exc.strerror}"
+            f"{source}: client {meta.client_id!r}: {field}: {exc.strerror}"
         ) from None
     if not text:
-        raise RegistryError(f"{source}: client {meta.client_id!r}: client_secret_file is empty")
+        raise RegistryError(f"{source}: client {meta.client_id!r}: {field} is empty")
     return SecretStr(text)

@@ -81,9 +81,12 @@ def gateway_fields(settings: Settings, keyring: Keyring) -> dict[str, Any]:
     return fields
 
 
-def augment(document: dict[str, Any], settings: Settings, keyring: Keyring) -> dict[str, Any]:
+def augment(
+    document: dict[str, Any], settings: Settings, keyring: Keyring, token_path: str
+) -> dict[str, Any]:
     """The upstream's document with the gateway's fields set and the JWT response modes
-    added to the modes it supports (Discovery's default is query and fragment)."""
+    added to the modes it supports (Discovery's default is query and fragment); its token
+    endpoint is the one the gateway guards, at ``token_path``."""
     result = dict(document)
     upstream_modes = document.get("response_modes_supported")
     modes = list(upstream_modes) if isinstance(upstream_modes, list) else ["query", "fragment"]
@@ -93,6 +96,10 @@ def augment(document: dict[str, Any], settings: Settings, keyring: Keyring) -> d
     result["response_modes_supported"] = modes
     claimed_iss = document.get("authorization_response_iss_parameter_supported") is True
     result.update(gateway_fields(settings, keyring))
+    result["token_endpoint"] = origin_of(settings.issuer) + token_path
+    result["code_challenge_methods_supported"] = code_challenge_methods(settings)
+    result["token_endpoint_auth_methods_supported"] = auth_methods(document, settings)
+    result["token_endpoint_auth_signing_alg_values_supported"] = list(SIGNING_ALGS)
     # RFC 9207 section 2.4: claimed only when every response through the gateway has iss:
     # registered clients get the gateway's; unregistered ones only what the upstream adds.
     if claimed_iss:
@@ -110,15 +117,32 @@ def published_jwks_uri(settings: Settings) -> str:
     return origin_of(settings.issuer) + path
 
 
-def built_document(settings: Settings, keyring: Keyring) -> dict[str, Any]:
+def built_document(settings: Settings, keyring: Keyring, token_path: str) -> dict[str, Any]:
     """A document for an upstream that has none, from the settings alone, with what RFC
-    8414 section 2 requires (the token endpoint at its conventional ``/token``)."""
-    origin = origin_of(settings.issuer)
+    8414 section 2 requires."""
     document = {
         "issuer": settings.issuer,
-        "authorization_endpoint": origin + settings.authorization_path,
-        "token_endpoint": origin + "/token",
+        "authorization_endpoint": origin_of(settings.issuer) + settings.authorization_path,
         "jwks_uri": published_jwks_uri(settings),
         "response_types_supported": ["code"],
     }
-    return augment(document, settings, keyring)
+    return augment(document, settings, keyring, token_path)
+
+
+def auth_methods(document: dict[str, Any], settings: Settings) -> list[str]:
+    """The client authentication methods of the token and PAR endpoints: the upstream's
+    (RFC 8414's default: client_secret_basic) and ``private_key_jwt``, which the gateway
+    checks itself; under the fapi2 profiles ``private_key_jwt`` alone."""
+    if settings.profile != "oauth2":
+        return ["private_key_jwt"]
+    listed = document.get("token_endpoint_auth_methods_supported")
+    methods = [m for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
+    methods = methods or ["client_secret_basic"]
+    return methods if "private_key_jwt" in methods else [*methods, "private_key_jwt"]
+
+
+def code_challenge_methods(settings: Settings) -> list[str]:
+    """What the gateway checks at the token endpoint (RFC 8414 section 2): S256, and plain
+    where PKCE is not required of every client."""
+    required = settings.profile != "oauth2" or settings.require_pkce
+    return ["S256"] if required else ["S256", "plain"]

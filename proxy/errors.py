@@ -18,6 +18,7 @@ with the RFC's code, an HTTP status and a stable rule id) or an outage, a
     │   ├── RequestUriNotSupported        request_uri_not_supported 400
     │   ├── UnauthorizedClient            unauthorized_client       400
     │   ├── InvalidClient                 invalid_client            401
+    │   ├── InvalidGrant                  invalid_grant             400
     │   └── ServerError                   server_error              500
     │       ├── JarmKeyMissing
     │       ├── UpstreamRedirectMismatch                            502
@@ -208,6 +209,14 @@ class InvalidClient(Refusal):
     rule = "client_authentication"
     error = "invalid_client"
     status = 401
+
+
+class InvalidGrant(Refusal):
+    """RFC 6749 §5.2: the code is invalid, expired, used, or not this client's; its
+    redirect URI or PKCE verifier does not match (token endpoint)."""
+
+    rule = "token.grant"
+    error = "invalid_grant"
 
 
 class ServerError(Refusal):

@@ -84,6 +84,11 @@ class Flow:
     #: The :func:`value_digest` of the query the browser started it with (the URL a consent
     #: form without ``action``, shown at once, posts back to).
     started: str = ""
+    #: The verified PKCE challenge and method (``plain`` when the client named none).
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    #: Whether the client itself named ``redirect_uri`` (the gateway always sends one).
+    redirect_uri_named: bool = True
 
     def to_json(self) -> str:
         """The stored form."""

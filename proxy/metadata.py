@@ -66,11 +66,12 @@ class Metadata:
         """The discovery document: the upstream's, wherever it keeps it, augmented; or one
         built from the settings."""
         settings, keyring = app[appkeys.SETTINGS], app[appkeys.KEYRING]
+        token_path = app[appkeys.TOKEN_PATH].path
 
         def build(upstream: dict[str, Any] | None) -> dict[str, Any]:
             if upstream is not None and "issuer" in upstream:
-                return augment(upstream, settings, keyring)
-            return built_document(settings, keyring)
+                return augment(upstream, settings, keyring, token_path)
+            return built_document(settings, keyring, token_path)
 
         return await self._cached(app, _DISCOVERY, build)
 
@@ -78,11 +79,6 @@ class Metadata:
         """Serve the discovery document (at each of its paths, in any spelling)."""
         document = await self.document(request.app)
         return web.json_response(document, headers=_JSON_HEADERS)
-
-    async def token_endpoint(self, app: web.Application) -> str | None:
-        """The upstream's token endpoint URL, from the document it gives the issuer."""
-        value = (await self.document(app)).get("token_endpoint")
-        return value if isinstance(value, str) else None
 
     async def jwks(self, request: web.Request) -> web.Response:
         """The gateway's public keys."""

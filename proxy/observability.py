@@ -286,6 +286,12 @@ class Metrics:
             "Store operations that failed (the request failed closed)",
             registry=self.registry,
         )
+        self.code_replays = Counter(
+            "jargate_code_replays",
+            "Authorization codes presented at the token endpoint again after their one "
+            "redemption (a likely theft)",
+            registry=self.registry,
+        )
         self.store_resets = StoreResets()
         self.registry.register(self.store_resets)
         self._decision_children: dict[tuple[str, str, str, str], Counter] = {}

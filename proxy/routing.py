@@ -123,13 +123,17 @@ class Router:
     ) -> None:
         self._routes: dict[str, Route] = {}
         for path, route in routes:
-            key = route_key(path)
-            if key in self._routes:
-                raise ValueError(f"{path!r} is another spelling of an owned path")
-            self._routes[key] = route
+            self.own(path, route)
         self._pass_through = pass_through
         self._answer = answer
         self._unexpected = unexpected
+
+    def own(self, path: str, route: Route) -> None:
+        """Answer ``path``, in every spelling, with ``route`` (at start, before serving)."""
+        key = route_key(path)
+        if key in self._routes:
+            raise ValueError(f"{path!r} is another spelling of an owned path")
+        self._routes[key] = route
 
     def route_for(self, raw_path: str) -> Route | None:
         """The owned route a raw path reaches, or None (the upstream's)."""

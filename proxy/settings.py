@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .algorithms import SigningAlg
 
+#: The rule sets of JARGATE_PROFILE and the registry's ``profile`` (proxy/profiles.py).
+Profile = Literal["oauth2", "fapi2", "fapi2-message-signing"]
+
 ENV_PREFIX = "JARGATE_"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -54,6 +57,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     authorization_path: str = "/authorize"
     par_path: str = "/par"
+    #: The upstream's token endpoint path, served by the gateway (None: from discovery).
+    token_path: str | None = None
+    profile: Profile = "oauth2"
+    #: None: the profile's default (proxy/profiles.py), as for the code lifetime.
+    require_pkce: bool | None = None
+    code_lifetime_seconds: int | None = Field(default=None, ge=1, le=3600)
     jwks_path: str = "/.well-known/jargate/jwks.json"
     upstream_jwks_path: str | None = None
     # Beyond the contract: where the upstream keeps its discovery document, when none of
@@ -106,7 +115,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=16, ge=4, le=64)
 
     @field_validator(
-        "log_level", "enforcement", "log_format", "flow_cookie_samesite", mode="before"
+        "log_level", "enforcement", "log_format", "flow_cookie_samesite", "profile", mode="before"
     )
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -139,6 +148,7 @@ class Settings(BaseSettings):
     @field_validator(
         "authorization_path",
         "par_path",
+        "token_path",
         "jwks_path",
         "upstream_jwks_path",
         "upstream_discovery_path",
@@ -190,6 +200,8 @@ class Settings(BaseSettings):
             "JARGATE_PAR_PATH": self.par_path,
             "JARGATE_JWKS_PATH": self.jwks_path,
         }
+        if self.token_path is not None:
+            paths["JARGATE_TOKEN_PATH"] = self.token_path
         if len(set(paths.values())) != len(paths):
             raise ValueError(f"these paths must differ: {paths}")
         if self.metrics_port == self.port:

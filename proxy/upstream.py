@@ -283,6 +283,7 @@ class Upstream:
         credentials: bool = True,
         read_body: bytes | None = None,
         scanned: bool = False,
+        authorization: str | None = None,
     ) -> UpstreamAnswer:
         """Send ``request`` upstream (optionally to another target or method) and
         return the response with its body not yet read. The caller releases it.
@@ -290,16 +291,20 @@ class Upstream:
         requests the gateway makes on its own behalf). ``read_body``: the body, when the
         gateway has already read it (a POSTed authorization request); else it streams.
         ``scanned``: the answer will be read to be checked, so only content codings the
-        gateway can read are asked for."""
+        gateway can read are asked for. ``authorization``: the Authorization the gateway
+        sends instead of the client's (it authenticates the client to the upstream)."""
         headers = forwarded_request_headers(request, self.trusted, request_id)
         if scanned and "Accept-Encoding" in headers:
             headers["Accept-Encoding"] = readable_codings(headers.getall("Accept-Encoding"))
         if not credentials:
             headers.popall("Authorization", None)
             headers.popall("Cookie", None)
+        if authorization is not None:
+            headers["Authorization"] = authorization
         body: bytes | aiohttp.StreamReader | None = None
         if with_body and read_body is not None:
             body = read_body
+            headers["Content-Length"] = str(len(body))
         elif with_body and request.body_exists:
             body = request.content
         if body is None:

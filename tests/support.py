@@ -138,10 +138,12 @@ def raw_url(client: TestClient[Any, Any], target: str) -> URL:
 
 
 def make_settings(upstream_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
-    """Settings for a test: explicit values only, nothing from the environment."""
+    """Settings for a test: explicit values only, nothing from the environment. The token
+    path is given (found in discovery it would be a request to the upstream at start)."""
     values: dict[str, Any] = {
         "upstream_url": upstream_url,
         "issuer": "http://127.0.0.1:8000",
+        "token_path": "/token",
         "metrics_port": 0,
         "upstream_read_timeout_seconds": 5.0,
     }

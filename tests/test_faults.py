@@ -177,16 +177,17 @@ async def test_flow_that_must_wait_but_cannot_be_stored_is_not_relayed(
     assert 1 == len(legacy.recorder.requests)
 
 
-async def test_flow_completed_at_once_needs_no_store(
+async def test_flow_completed_at_once_with_a_code_the_store_cannot_keep_is_refused(
     aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
 ) -> None:
-    """A plain request (no replay claim) that the upstream answers with its redirect back
-    completes from memory: the frozen store is never asked."""
+    """A plain request the upstream answers with its redirect back completes from memory,
+    but its code must be recorded for the token endpoint: the store frozen, 503 from the
+    gateway and the code never reaches the client (the token endpoint could not redeem it)."""
     response = await plain_request_while_frozen(aiohttp_client, legacy, paused_redis, state="mine")
-    assert 302 == response.status
-    query = parse_qs(urlsplit(response.headers["Location"]).query)
-    assert ["mine"] == query["state"]
-    assert "code" in query
+    assert 503 == response.status
+    assert "temporarily_unavailable" == (await response.json())["error"]
+    assert "Location" not in response.headers
+    assert 1 == len(legacy.recorder.requests)
 
 
 async def test_store_restart_recovers_without_gateway_restart(

@@ -121,9 +121,10 @@ async def test_each_alg_by_value_is_accepted(jar: Jar, legacy: Legacy, alg: str)
 async def test_flow_answered_at_once_costs_one_redis_write(
     gateway: GatewayFactory, legacy: Legacy, clean_redis: str
 ) -> None:
-    """A request object the upstream answers at once costs one Redis command: the jti
-    claim (the flow completes from memory, never stored, never taken). A flow that must
-    wait for a login is stored, once, with the same handle the upstream got."""
+    """A request object the upstream answers at once costs two Redis commands: the jti
+    claim and the code's record for the token endpoint (the flow completes from memory,
+    never stored, never taken). A flow that must wait for a login is stored, once, with the
+    same handle the upstream got."""
     counter = redis.Redis.from_url(clean_redis)
     store = RedisStore.from_url(clean_redis)
     client = await gateway(registry=client_registry(), store=store)
@@ -131,9 +132,10 @@ async def test_flow_answered_at_once_costs_one_redis_write(
     counter.config_resetstat()
     claims = Claims().build()
     assert_accepted(await authorize(client, client_id="app", request=sign(claims)), legacy, claims)
-    assert {"set": 1} == redis_data_commands(counter)
-    written = [key[:12] for key in counter.keys("jargate:*") if key != b"jargate:since"]
-    assert [b"jargate:jti:"] == written  # the memory marker was written at start
+    assert {"set": 2} == redis_data_commands(counter)
+    keys = counter.keys("jargate:*")
+    written = sorted(key.split(b":")[1] for key in keys if key != b"jargate:since")
+    assert [b"code", b"jti"] == written  # the memory marker was written at start
 
     response = await authorize(
         client, client_id="app", request=sign(Claims().build(prompt="login"))

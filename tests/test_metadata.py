@@ -240,7 +240,7 @@ class FlakyUpstream:
     def app(self) -> web.Application:
         async def discovery(request: web.Request) -> web.Response:
             self.hits += 1
-            return web.json_response({"issuer": ISSUER, "token_endpoint": "t"}, status=self.status)
+            return web.json_response({"issuer": ISSUER, "service_documentation": "t"}, status=self.status)
 
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", discovery)
@@ -268,12 +268,12 @@ async def test_failures_stand_briefly_and_a_good_document_outlives_them(
     assert 1 == flaky.hits
     await asyncio.sleep(0.35)
     flaky.status = 200
-    assert "t" == (await (await client.get(path)).json())["token_endpoint"]
+    assert "t" == (await (await client.get(path)).json())["service_documentation"]
     assert 2 == flaky.hits
     await asyncio.sleep(0.35)
     flaky.status = 500
     for _ in range(3):
-        assert "t" == (await (await client.get(path)).json())["token_endpoint"]
+        assert "t" == (await (await client.get(path)).json())["service_documentation"]
     assert 3 == flaky.hits
 
 

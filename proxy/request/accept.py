@@ -18,6 +18,8 @@ from proxy import appkeys
 from proxy.clients import RegisteredClient
 from proxy.errors import InvalidRequest, InvalidRequestObject, PolicyRefusal, Refusal
 from proxy.flows import Destination
+from proxy.pkce import check_challenge
+from proxy.profiles import policy_of
 from proxy.response.deliver import returns_tokens
 from proxy.settings import Settings
 
@@ -34,7 +36,8 @@ from .verify import (
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An authorization request the gateway will forward."""
+    """An authorization request the gateway will forward: its parameters as the client sent
+    them (``redirect_uri`` only if it named one) and where its response goes."""
 
     params: dict[str, str]
     destination: Destination
@@ -130,7 +133,6 @@ async def verified_request(
     inner = parameters_from_claims(verified.claims)
     inner.setdefault("client_id", client.client_id)
     destination = trusted_destination(inner, client, InvalidRequestObject)
-    inner["redirect_uri"] = destination.redirect_uri
     # Verified: from here on the object's own redirect URI receives the refusals.
     try:
         if "response_type" not in inner:
@@ -139,13 +141,14 @@ async def verified_request(
                 rule="request_object.response_type",
             )
         check_response_mode(destination, client)
+        check_challenge(inner, policy_of(settings, client))
     except Refusal as refusal:
         raise refusal.to(destination) from None
     claim = jti_claim(client, verified, settings)
     return Accepted(params=inner, destination=destination, source=source, claim=claim)
 
 
-def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
+def plain_request(params: dict[str, str], client: RegisteredClient, settings: Settings) -> Accepted:
     """A plain authorization request from a registered client."""
     if client.meta.require_signed_request_object:
         raise PolicyRefusal(
@@ -160,11 +163,8 @@ def plain_request(params: dict[str, str], client: RegisteredClient) -> Accepted:
     if "response_type" not in params:
         raise InvalidRequest("response_type is required", rule="request.response_type")
     check_response_mode(destination, client)
-    return Accepted(
-        params={**params, "redirect_uri": destination.redirect_uri},
-        destination=destination,
-        source="plain",
-    )
+    check_challenge(params, policy_of(settings, client))
+    return Accepted(params=params, destination=destination, source="plain")
 
 
 def reported_or_raise(settings: Settings, refusal: PolicyRefusal) -> PolicyRefusal:

@@ -89,7 +89,7 @@ async def registered(
         if source != "plain":
             accepted = await verified_request(request, params, client)
         else:
-            accepted = plain_request(params, client)
+            accepted = plain_request(params, client, settings)
     except PolicyRefusal as refusal:
         reported = reported_or_raise(settings, refusal)
         accepted = Accepted(

@@ -32,6 +32,7 @@ from proxy.errors import (
     ReplayedObject,
 )
 from proxy.observability import note
+from proxy.profiles import policy_of
 from proxy.store import hashed_key
 
 from .make import ASSERTION_TYPE
@@ -95,6 +96,29 @@ def _presented_method(request: web.Request, form: dict[str, str]) -> str:
     return presented[0] if presented else "none"
 
 
+def presented_client_ids(request: web.Request, form: dict[str, str]) -> set[str]:
+    """Every client identifier the request names: Basic's, ``client_id``, and a client
+    assertion's ``iss`` and ``sub``. Basic credentials or an assertion the gateway cannot
+    read are refused: what it cannot read, it cannot tell is no registered client's."""
+    ids = {form["client_id"]} if "client_id" in form else set()
+    if _auth_scheme(request) == "basic":
+        ids.add(_basic_credentials(request.headers["Authorization"])[0])
+    if "client_assertion" in form:
+        claims = _unverified_assertion_claims(form)
+        ids.update(str(claims[name]) for name in ("iss", "sub") if name in claims)
+    return ids
+
+
+def _unverified_assertion_claims(form: dict[str, str]) -> dict[str, Any]:
+    """The client assertion's payload, read but not verified (to find whose it claims to be)."""
+    try:
+        return read_json_segment(
+            split_compact(form.get("client_assertion", ""), ASSERTION)[1], "payload", ASSERTION
+        )
+    except InvalidRequestObject as exc:
+        raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
+
+
 async def authenticate_client(
     request: web.Request, form: dict[str, str], source: str
 ) -> RegisteredClient:
@@ -110,13 +134,7 @@ async def authenticate_client(
                 rule="client_authentication.client_id",
             )
     elif method == "private_key_jwt" and "client_id" not in form:
-        try:
-            claims = read_json_segment(
-                split_compact(form.get("client_assertion", ""), ASSERTION)[1], "payload", ASSERTION
-            )
-        except InvalidRequestObject as exc:
-            raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
-        client_id = str(claims.get("iss", ""))
+        client_id = str(_unverified_assertion_claims(form).get("iss", ""))
     else:
         client_id = form.get("client_id", "")
         secret = form.get("client_secret")
@@ -179,7 +197,8 @@ async def verify_client_assertion(
         raise InvalidClient(
             "the assertion's iss and sub must be the client_id", rule="client_assertion.iss"
         )
-    _check_assertion_audience(claims.get("aud"), *await _accepted_audiences(request.app))
+    accepted = _accepted_audiences(request.app, client)
+    _check_assertion_audience(claims.get("aud"), *accepted)
     now = time.time()
     skew = settings.clock_skew_seconds
     exp, nbf, iat = check_times(claims, now, skew, InvalidClient, ASSERTION)
@@ -203,21 +222,21 @@ async def verify_client_assertion(
         ) from None
 
 
-async def _accepted_audiences(app: web.Application) -> tuple[frozenset[str], bool]:
+def _accepted_audiences(
+    app: web.Application, client: RegisteredClient
+) -> tuple[frozenset[str], bool]:
     """The audiences a client assertion may name, and whether only a string is allowed:
     from the settings and the issuer's own discovery document, never from the request.
 
-    Strict (FAPI 2.0 final, after CVE-2025-27370): the issuer alone, as a string.
-    Otherwise (RFC 9126 §2): the issuer, the PAR endpoint URL or the token endpoint URL,
-    as a string or in an array."""
+    Strict (``JARGATE_STRICT_ASSERTION_AUDIENCE`` or a fapi2 profile; FAPI 2.0 final,
+    after CVE-2025-27370): the issuer alone, as a string. Otherwise (RFC 9126 §2): the
+    issuer, the PAR endpoint URL or the token endpoint URL, as a string or in an array."""
     settings = app[appkeys.SETTINGS]
-    if settings.strict_assertion_audience:
+    if settings.strict_assertion_audience or policy_of(settings, client).fapi2:
         return frozenset({settings.issuer}), True
-    accepted = {settings.issuer, origin_of(settings.issuer) + settings.par_path}
-    token_endpoint = await app[appkeys.METADATA].token_endpoint(app)
-    if token_endpoint is not None:
-        accepted.add(token_endpoint)
-    return frozenset(accepted), False
+    origin = origin_of(settings.issuer)
+    token_endpoint = origin + app[appkeys.TOKEN_PATH].path
+    return frozenset({settings.issuer, origin + settings.par_path, token_endpoint}), False
 
 
 def _check_assertion_audience(aud: Any, accepted: frozenset[str], strict: bool) -> None:

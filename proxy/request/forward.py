@@ -66,7 +66,12 @@ async def start_flow(
     upstream_params = [
         (name, value) for name, value in accepted.params.items() if name not in NOT_FORWARDED
     ]
+    named = "redirect_uri" in accepted.params
+    if not named:
+        # The client's one registered redirect URI: the upstream is always told where.
+        upstream_params.append(("redirect_uri", accepted.destination.redirect_uri))
     upstream_params.append(("state", handle))
+    challenge = accepted.params.get("code_challenge")
     flow = Flow(
         client_id=accepted.destination.client_id,
         redirect_uri=accepted.destination.redirect_uri,
@@ -75,6 +80,11 @@ async def start_flow(
         state=accepted.destination.state,
         source=accepted.source,
         par_key=par_key,
+        code_challenge=challenge,
+        code_challenge_method=(
+            accepted.params.get("code_challenge_method", "plain") if challenge else None
+        ),
+        redirect_uri_named=named,
     )
     query = encode_query(upstream_params, app[appkeys.PREQUOTED])
     target = f"{settings.authorization_path}?{query}"

@@ -51,7 +51,7 @@ async def push(request: web.Request) -> web.Response:
             await claim_jti(app[appkeys.STORE], accepted.claim)
     else:
         try:
-            accepted = plain_request({**params, **outer}, client)
+            accepted = plain_request({**params, **outer}, client, settings)
         except PolicyRefusal as refusal:
             reported = reported_or_raise(settings, refusal)
             accepted = Accepted(

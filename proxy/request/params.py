@@ -130,9 +130,15 @@ def check_form_body(request: web.BaseRequest) -> None:
         raise InvalidRequest("the body must be UTF-8", rule="parameters.utf8")
 
 
-def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, str]]:
+def parse_form(
+    text: str,
+    max_parameters: int,
+    where: str,
+    names: frozenset[str] = AUTHORIZATION_PARAMETERS,
+) -> list[tuple[str, str]]:
     """``application/x-www-form-urlencoded`` pairs, read the one way every server reads
-    them, refusing what servers read differently (module docstring)."""
+    them, refusing what servers read differently (module docstring); ``names``: the
+    parameters whose near-spellings are refused."""
     if ";" in text:
         raise InvalidRequest(
             f"a ';' in the {where} must be percent-encoded", rule="parameters.semicolon"
@@ -149,7 +155,7 @@ def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, st
         ) from None
     for name, _ in pairs:
         folded = fold_parameter_name(name)
-        if folded != name and folded in AUTHORIZATION_PARAMETERS:
+        if folded != name and folded in names:
             raise InvalidRequest(
                 f"parameter {name!r} is not spelled as OAuth spells {folded!r}",
                 rule="parameters.spelling",
@@ -157,14 +163,18 @@ def parse_form(text: str, max_parameters: int, where: str) -> list[tuple[str, st
     return pairs
 
 
-async def read_form(request: web.BaseRequest, max_parameters: int) -> list[tuple[str, str]]:
+async def read_form(
+    request: web.BaseRequest,
+    max_parameters: int,
+    names: frozenset[str] = AUTHORIZATION_PARAMETERS,
+) -> list[tuple[str, str]]:
     """The request's whole body as form pairs (:func:`check_form_body`, :func:`parse_form`)."""
     check_form_body(request)
     try:
         text = (await read_request_body(request)).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not UTF-8", rule="parameters.utf8") from None
-    return parse_form(text, max_parameters, "body")
+    return parse_form(text, max_parameters, "body", names)
 
 
 async def read_params(request: web.Request, max_parameters: int) -> RawParameters:

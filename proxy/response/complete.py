@@ -19,8 +19,10 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
+from proxy.codes import codes_in, record_codes
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
 from proxy.flows import Destination, Flow, PendingFlow, store_pending, take_flow
+from proxy.profiles import policy_of
 from proxy.upstream import UpstreamAnswer, address_group, client_address
 
 from .deliver import deliver
@@ -82,6 +84,11 @@ async def complete(
     params = response_params(exit_.target, exit_.query, exit_.extra, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
+    codes = codes_in(params)
+    if codes:
+        # The token endpoint redeems only codes it saw delivered (proxy/token).
+        policy = policy_of(settings, app[appkeys.REGISTRY].get(flow.client_id))
+        await record_codes(app[appkeys.STORE], codes, flow, policy.code_lifetime)
     # The gateway's page or redirect carries only its own headers, and the upstream's
     # cookies (its session): another policy (a CSP of the upstream's) would break it.
     cookies = [("Set-Cookie", value) for value in upstream.headers.getall("Set-Cookie", ())]
