@@ -240,7 +240,8 @@ class FlakyUpstream:
     def app(self) -> web.Application:
         async def discovery(request: web.Request) -> web.Response:
             self.hits += 1
-            return web.json_response({"issuer": ISSUER, "service_documentation": "t"}, status=self.status)
+            document = {"issuer": ISSUER, "service_documentation": "t"}
+            return web.json_response(document, status=self.status)
 
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", discovery)
