@@ -102,7 +102,7 @@ def main() -> None:
         )
 
     async def command(*words: str | int) -> Any:
-        connection = idle.pop() if idle else await pool.get_connection()
+        connection = idle.pop() if idle else await pool.get_connection()  # type: ignore[no-untyped-call]
         await connection.send_command(*words)
         reply = await connection.read_response()
         idle.append(connection)

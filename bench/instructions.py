@@ -79,7 +79,7 @@ def per_request(
             subprocess.run(control, check=True, timeout=60, capture_output=True)
             time.sleep(0.5)
             dumps = sorted(out.glob(f"cg.{process.pid}.*"), key=lambda dump: dump.stat().st_mtime)
-            if not dumps or good != len(measured):
+            if not dumps or not measured or good != len(measured):
                 counts.append(0.0)
                 continue
             counts.append(int(_TOTALS.findall(dumps[-1].read_text())[-1]) / len(measured))

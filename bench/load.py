@@ -123,7 +123,7 @@ async def run(
         "completed": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 2),
-        "rps": round(len(latencies) / elapsed, 1),
+        "rps": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(quantile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(quantile(latencies, 0.99) * 1000, 2),
         "exhausted": cursor >= len(items),

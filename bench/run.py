@@ -11,10 +11,12 @@ Figures are ratios against the baseline measured in the same run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +83,22 @@ def wait_port(port: int, within: float = 20) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def ratio(part: float, whole: float) -> float | None:
+    """``part / whole``; None when ``whole`` is 0 (a phase that measured nothing)."""
+    return part / whole if whole else None
+
+
+def shown(value: float | None, spec: str = ".2f") -> str:
+    """``value`` formatted, or "n/a" for one that could not be measured."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def largest(*values: float | None) -> float | None:
+    """The largest of the values measured; None when none was."""
+    measured = [value for value in values if value is not None]
+    return max(measured) if measured else None
 
 
 class Processes:
@@ -436,9 +454,7 @@ def main() -> int:
     )
     issuer = f"http://127.0.0.1:{gateway_port}"
     keys_file, clients_file = TMP / "keys.json", TMP / "clients.json"
-    keys_file.write_text(
-        json.dumps({"keys": [generate_private_jwks(a)["keys"][0] for a in ("ES256", "RS256")]})
-    )
+    keys_file.write_text(json.dumps(generate_private_jwks(["ES256", "RS256"])))
     clients_file.write_text(json.dumps(registry()))
     public_file = TMP / "public.json"
     public_file.write_text(
@@ -662,31 +678,33 @@ def main() -> int:
             baseline = combine([each["baseline"] for each in rounds])
             measured = combine([each["jargate"] for each in rounds])
             round_ratios = [
-                each["jargate"]["rps"] / each["baseline"]["rps"]
+                by_round
                 for each in rounds
-                if each["baseline"]["rps"]
+                if (by_round := ratio(each["jargate"]["rps"], each["baseline"]["rps"])) is not None
             ]
-            ratio = round(median(round_ratios), 2) if round_ratios else 0
+            scenario_ratio = round(median(round_ratios), 2) if round_ratios else None
             row: dict[str, Any] = {
                 "key": key,
                 "title": title,
                 "baseline": baseline,
                 "jargate": measured,
-                "ratio": ratio,
+                "ratio": scenario_ratio,
                 "round_ratios": [round(r, 2) for r in round_ratios],
                 "target": target,
             }
             if floored:
                 row["floor"] = combine([each["floor"] for each in rounds])
-                row["ceiling"] = median(
-                    each["floor"]["rps"] / each["baseline"]["rps"]
+                ceilings = [
+                    by_round
                     for each in rounds
-                    if each["baseline"]["rps"]
-                )
+                    if (by_round := ratio(each["floor"]["rps"], each["baseline"]["rps"]))
+                    is not None
+                ]
+                row["ceiling"] = median(ceilings) if ceilings else None
             rows.append(row)
             print(
                 f"({key}) {title}: jargate {measured['rps']} rps vs baseline {baseline['rps']} rps "
-                f"= {ratio} (target {target or '-'}), errors {measured['errors']}/{baseline['errors']}"
+                f"= {shown(scenario_ratio)} (target {target or '-'}), errors {measured['errors']}/{baseline['errors']}"
                 f"; CPU µs/request jargate {measured['cpu_us']} baseline {baseline['cpu_us']}",
                 flush=True,
             )
@@ -714,6 +732,13 @@ def main() -> int:
             rate = round(base_rps / 2, 1)
             name = f"half-{key}"
             item: dict[str, Any] = {"key": key, "title": title, "rate": rate, "trials": []}
+            if rate <= 0:  # rate 0 is the closed loop: no half load without a peak
+                print(
+                    f"half load ({key}): not measured, the baseline completed nothing", flush=True
+                )
+                item["counted"] = 0
+                half.append(item)
+                continue
             # (a) needs no unique objects: several alternating trials, their latencies
             # pooled, so that one stall of this shared machine (which hits whichever
             # proxy's trial it falls in) does not decide the verdict.
@@ -760,18 +785,20 @@ def main() -> int:
         two_workers = load(
             gateway_url, write(gw[1::2], "two-workers"), watch={"proxy": gateway.pid, **shared}
         )
-        scaling = round(two_workers["rps"] / one_worker["rps"], 2)
+        scaling = ratio(two_workers["rps"], one_worker["rps"])
+        scaling = None if scaling is None else round(scaling, 2)
         # Every process's CPU per request: the cores cannot carry more than cores / (their
         # sum) requests a second, however many workers jargate runs. Read from both runs
         # (the CPU a request needs falls a little as batches grow); the larger is the ceiling.
         for run in (one_worker, two_workers):
             per_request = sum(run["cpu_us"].values())
             run["busy_cores"] = round(per_request * run["rps"] / 1e6, 2)
-            run["ceiling"] = round(CORES * 1e6 / per_request / one_worker["rps"], 2)
-        ceiling = max(one_worker["ceiling"], two_workers["ceiling"])
+            most = ratio(CORES * 1e6, per_request)
+            run["ceiling"] = None if most is None else ratio(most, one_worker["rps"])
+        ceiling = largest(one_worker["ceiling"], two_workers["ceiling"])
         print(
-            f"2 workers on (b) ES256: {two_workers['rps']} rps = {scaling} x 1 worker "
-            f"({one_worker['rps']} rps); the machine's ceiling {ceiling} x, "
+            f"2 workers on (b) ES256: {two_workers['rps']} rps = {shown(scaling)} x 1 worker "
+            f"({one_worker['rps']} rps); the machine's ceiling {shown(ceiling)} x, "
             f"{two_workers['busy_cores']} of {CORES} cores busy",
             flush=True,
         )
@@ -812,9 +839,7 @@ def profile_gateway(
     processes: Processes, env: dict[str, str], port: int, url: str, tokens: list[str]
 ) -> str:
     """Run jargate under pyinstrument for scenario (b) ES256; return the top frames."""
-    try:
-        import pyinstrument  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pyinstrument") is None:
         return "(pyinstrument is not installed: `make bench` installs it)"
     out = TMP / "profile.txt"
     args = [
@@ -851,12 +876,17 @@ def instruction_lines(counted: list[dict[str, Any]]) -> list[str]:
         "| scenario | baseline | floor | jargate | baseline / jargate |",
         "| --- | --- | --- | --- | --- |",
     ]
+
+    def thousands(count: float | None) -> str:
+        # 0.0: a request of the case failed, so nothing was counted
+        return shown(count / 1000 if count else None, ".0f")
+
     for row in counted:
-        floor = f"{row['floor'] / 1000:.0f}" if row.get("floor") else "-"
-        ratio = row["baseline"] / row["jargate"] if row["jargate"] else 0
+        floor = thousands(row["floor"]) if "floor" in row else "-"
+        by_count = ratio(row["baseline"], row["jargate"]) if row["baseline"] else None
         lines.append(
-            f"| ({row['key']}) {row['title']} | {row['baseline'] / 1000:.0f} | {floor} "
-            f"| {row['jargate'] / 1000:.0f} | {ratio:.2f} |"
+            f"| ({row['key']}) {row['title']} | {thousands(row['baseline'])} | {floor} "
+            f"| {thousands(row['jargate'])} | {shown(by_count)} |"
         )
     return [*lines, ""]
 
@@ -871,7 +901,7 @@ def report(
     peak_rss: float,
     two: dict[str, Any],
     one: dict[str, Any],
-    scaling: float,
+    scaling: float | None,
     profile: str,
     counted: list[dict[str, Any]],
     elapsed: float,
@@ -886,13 +916,17 @@ def report(
             f"load generator {cpu['generator']}"
         )
 
+    workers_ceiling = largest(one["ceiling"], two["ceiling"])
     workers_verdict = (
-        "met"
+        "**not measured**"
+        if scaling is None
+        else "met"
         if scaling >= 1.6
         else "**out of reach**"
-        if max(one["ceiling"], two["ceiling"]) < 1.6
+        if workers_ceiling is not None and workers_ceiling < 1.6
         else "**not met**"
     )
+    fewest_cpu_us = min(sum(r["cpu_us"].values()) for r in (one, two))
 
     lines = [
         "# jargate benchmark results",
@@ -916,13 +950,19 @@ def report(
     ]
     for row in rows:
         target = (
-            f"≥ {row['target']} ({verdict(row['ratio'] >= row['target'])})"
+            f"≥ {row['target']} ("
+            + (
+                "**not measured**"
+                if row["ratio"] is None
+                else verdict(row["ratio"] >= row["target"])
+            )
+            + ")"
             if row["target"]
             else "-"
         )
         lines.append(
             f"| ({row['key']}) {row['title']} | {fmt(row['baseline'])} | {fmt(row['jargate'])} "
-            f"| {row['ratio']} | {target} | {', '.join(str(r) for r in row['round_ratios'])} |"
+            f"| {shown(row['ratio'])} | {target} | {', '.join(str(r) for r in row['round_ratios'])} |"
         )
     floors = [row for row in rows if "floor" in row]
     if floors:
@@ -953,18 +993,25 @@ def report(
             floor, base, ours = row["floor"]["rps"], row["baseline"]["rps"], row["jargate"]["rps"]
             ceiling = row["ceiling"]
             base_cpu, floor_cpu = (sum(row[k]["cpu_us"].values()) for k in ("baseline", "floor"))
-            by_cpu = base_cpu / floor_cpu
+            by_cpu = ratio(base_cpu, floor_cpu)
+            reach = largest(ceiling, by_cpu)
             target = (
                 f"≥ {row['target']} ("
-                + ("**out of reach**" if max(ceiling, by_cpu) < row["target"] else "within reach")
+                + (
+                    "**not measured**"
+                    if reach is None
+                    else "**out of reach**"
+                    if reach < row["target"]
+                    else "within reach"
+                )
                 + ")"
                 if row["target"]
                 else "-"
             )
             lines.append(
-                f"| ({row['key']}) {row['title']} | {base:.0f} | {floor:.0f} | {ceiling:.2f} "
-                f"| {base_cpu} → {floor_cpu} ({by_cpu:.2f}) "
-                f"| {target} | {ours:.0f} | {ours / floor:.2f} |"
+                f"| ({row['key']}) {row['title']} | {base:.0f} | {floor:.0f} | {shown(ceiling)} "
+                f"| {base_cpu} → {floor_cpu} ({shown(by_cpu)}) "
+                f"| {target} | {ours:.0f} | {shown(ratio(ours, floor))} |"
             )
     lines += [
         "",
@@ -995,6 +1042,15 @@ def report(
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for item in half:
+        if not item["counted"]:  # no rate (the baseline completed nothing) or no request
+            lines.append(
+                f"| ({item['key']}) {item['title']} | {item['rate']} | n/a | "
+                + ("n/a | " if item["key"] in FLOORED else "- | ")
+                + "n/a | n/a | **not measured** (no request counted) | "
+                + ", ".join(f"{t['baseline']} / {t['jargate']}" for t in item["trials"])
+                + " |"
+            )
+            continue
         floor_added = item.get("floor_added_p99_ms")
         met = item["added_p99_ms"] < 2
         lines.append(
@@ -1006,9 +1062,7 @@ def report(
             )
             + f"{item['jargate']} | {round(item['added_p99_ms'], 2)} | "
             + (
-                "**not measured** (no request counted)"
-                if not item["counted"]
-                else "**out of reach**"
+                "**out of reach**"
                 if not met and floor_added is not None and floor_added >= 2
                 else verdict(met)
             )
@@ -1022,14 +1076,14 @@ def report(
         f"(target < 120 MB: {verdict(peak_rss < 120)}).",
         "",
         f"Workers (`JARGATE_WORKERS=2`, SO_REUSEPORT) on (b) ES256, measured back to back: "
-        f"{two['rps']} rps against {one['rps']} rps with one worker = {scaling} x "
+        f"{two['rps']} rps against {one['rps']} rps with one worker = {shown(scaling)} x "
         f"(target ≥ 1.6: {workers_verdict}). Every process together (jargate, upstream, "
         f"Redis, load generator) needs CPU time for each request: with one worker "
         f"{sum(one['cpu_us'].values())} µs ({cpu_parts(one)}), with two "
         f"{sum(two['cpu_us'].values())} µs ({cpu_parts(two)}), so {CORES} cores carry at "
-        f"most {CORES * 1e6 / min(sum(r['cpu_us'].values()) for r in (one, two)):.0f} rps "
+        f"most {shown(ratio(CORES * 1e6, fewest_cpu_us), '.0f')} rps "
         "whatever the number of "
-        f"workers: a ceiling of {max(one['ceiling'], two['ceiling'])} x on this machine. "
+        f"workers: a ceiling of {shown(workers_ceiling)} x on this machine. "
         f"The two workers kept {two['busy_cores']} of the {CORES} cores busy (one worker: "
         f"{one['busy_cores']}).",
         "",
@@ -1056,5 +1110,14 @@ def report(
     print("\n".join(lines[: len(rows) + 12]))
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (``timeout`` in `make bench`) as an exit, so that the finally blocks run."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        raise SystemExit(main())
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)

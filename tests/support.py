@@ -49,7 +49,8 @@ class RedisServer:
     def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
         self.port = port or free_port()
         self.extra = extra or []
-        self.dir = tempfile.mkdtemp(prefix="jargate-redis-")
+        #: Its working directory, made by start and removed by stop.
+        self.dir: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,6 +58,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        self.dir = self.dir or tempfile.mkdtemp(prefix="jargate-redis-")
         args = [
             redis_server_binary(),
             "--port",
@@ -95,6 +97,9 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
