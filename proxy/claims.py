@@ -41,6 +41,17 @@ def numeric_date(
     return number
 
 
+def numeric_value(claims: dict[str, Any], name: str) -> float | None:
+    """The claim ``name`` when it is a JSON number, else None: for a rule that only uses a
+    date (the date's own rule refuses a malformed one)."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 <= value <= MAX_NUMERIC_DATE:
+        return None  # beyond a float
+    return float(value)
+
+
 def check_exp(
     claims: dict[str, Any], now: float, skew: float, error: type[GatewayError], kind: str
 ) -> float:

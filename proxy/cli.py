@@ -35,7 +35,7 @@ from .keyring import (
     generate_private_jwks,
     read_private_jwks,
 )
-from .loading import check_keys_cover_clients, load_keyring
+from .loading import check_keys_cover_clients, load_keyring, registry_warnings
 from .metadata import discovery_advice, issuer_problem, upstream_discovery
 from .observability import Metrics, lighten_log_records, metrics_app, setup_logging
 from .request.make import make_request_object, par_form
@@ -73,6 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if settings.redis_url is None:
         log.warning("JARGATE_REDIS_URL is not set: in-memory store, one replica only")
+    for warning in registry_warnings(settings, registry):
+        log.warning(warning)
     if settings.workers == 1:
         _run_worker(settings, registry, keyring)
         return 0
@@ -198,6 +200,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  keys:      {len(keyring.keys)} {kind}")
     for key in keyring.keys:
         print(f"    - kid={key.kid} alg={key.alg} use={key.use}")
+    for warning in registry_warnings(settings, registry):
+        print(f"jargate: warning: {warning}", file=sys.stderr)
     if args.offline:
         return 0
     problems = asyncio.run(_probe(settings))

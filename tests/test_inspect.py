@@ -285,3 +285,13 @@ def test_standard_input_and_configuration_errors(setup: dict[str, str], tmp_path
         result.returncode,
         result.stdout.splitlines()[1][:31],
     )
+
+
+@pytest.mark.parametrize("exp", [10**400, "tomorrow", True, DROP])
+def test_a_malformed_exp_is_its_own_rule_once(
+    exp: object, setup: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exp too large for a float, a string, a boolean or none: the exp rule, once; the
+    rules that use exp (lifetime) do not fail on it nor report it again."""
+    code, lines = inspect(capsys, sign(Claims().build(exp=exp), "ES256"))
+    assert (1, ["request_object.exp"]) == (code, broken(lines))

@@ -26,7 +26,7 @@ from proxy.claims import (
     check_iat,
     check_nbf,
     issued_since,
-    numeric_date,
+    numeric_value,
 )
 from proxy.client_keys import ClientKeys
 from proxy.clients import RegisteredClient
@@ -206,7 +206,9 @@ Audiences = tuple[frozenset[str], bool]
 AssertionRule = Callable[[ReadJws, RegisteredClient, Audiences, Settings, float], None]
 
 
-def _typ(read: ReadJws, *_: object) -> None:
+def _typ(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
     typ = read.header.get("typ")
     if (isinstance(typ, str) and media_type(typ) == "oauth-authz-req+jwt") or (
         "response_type" in read.claims
@@ -217,7 +219,9 @@ def _typ(read: ReadJws, *_: object) -> None:
         )
 
 
-def _iss(read: ReadJws, client: RegisteredClient, *_: object) -> None:
+def _iss(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
     claims = read.claims
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
         raise InvalidClient(
@@ -225,7 +229,9 @@ def _iss(read: ReadJws, client: RegisteredClient, *_: object) -> None:
         )
 
 
-def _aud(read: ReadJws, client: RegisteredClient, audiences: Audiences, *_: object) -> None:
+def _aud(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
     accepted, strict = audiences
     aud = read.claims.get("aud")
     if strict:
@@ -259,7 +265,7 @@ def _iat(
 def _lifetime(
     read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
 ) -> None:
-    exp = numeric_date(read.claims, "exp", InvalidClient, ASSERTION)
+    exp = numeric_value(read.claims, "exp")
     if exp is not None and exp - now > MAX_ASSERTION_SECONDS + settings.clock_skew_seconds:
         raise InvalidClient(
             f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead",
@@ -267,7 +273,9 @@ def _lifetime(
         )
 
 
-def _jti(read: ReadJws, *_: object) -> None:
+def _jti(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
     jti = read.claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise InvalidClient("the assertion needs a jti", rule="client_assertion.jti")

@@ -32,7 +32,7 @@ from proxy.claims import (
     check_iat,
     check_nbf,
     issued_since,
-    numeric_date,
+    numeric_value,
 )
 from proxy.client_keys import ClientKeys, ClientKeysUnavailable
 from proxy.clients import RegisteredClient
@@ -236,7 +236,13 @@ def media_type(typ: str) -> str:
 ClaimRule = Callable[[VerifiedObject, RegisteredClient, dict[str, str], Settings, float], None]
 
 
-def _typ(verified: VerifiedObject, *_: object) -> None:
+def _typ(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     typ = verified.header.get("typ")
     if typ is not None and (not isinstance(typ, str) or media_type(typ) not in ACCEPTED_TYPES):
         raise InvalidRequestObject(
@@ -245,7 +251,13 @@ def _typ(verified: VerifiedObject, *_: object) -> None:
         )
 
 
-def _claim_types(verified: VerifiedObject, *_: object) -> None:
+def _claim_types(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     for name in ("iss", "jti"):
         if name in verified.claims and not isinstance(verified.claims[name], str):
             raise InvalidRequestObject(
@@ -253,7 +265,13 @@ def _claim_types(verified: VerifiedObject, *_: object) -> None:
             )
 
 
-def _iss(verified: VerifiedObject, client: RegisteredClient, *_: object) -> None:
+def _iss(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     if verified.claims.get("iss") != client.client_id:
         raise InvalidRequestObject("iss must be the client_id", rule="request_object.iss")
 
@@ -312,13 +330,12 @@ def _lifetime(
     now: float,
 ) -> None:
     claims = verified.claims
-    exp = numeric_date(claims, "exp", InvalidRequestObject, OBJECT)
+    exp = numeric_value(claims, "exp")
     if exp is None:
         return  # the exp rule's refusal
     skew = settings.clock_skew_seconds
     longest = settings.max_request_object_lifetime_seconds
-    nbf = numeric_date(claims, "nbf", InvalidRequestObject, OBJECT)
-    iat = numeric_date(claims, "iat", InvalidRequestObject, OBJECT)
+    nbf, iat = numeric_value(claims, "nbf"), numeric_value(claims, "iat")
     for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
         if start is not None and exp - start > longest + (skew if name == "now" else 0):
             raise InvalidRequestObject(
@@ -326,7 +343,13 @@ def _lifetime(
             )
 
 
-def _jti(verified: VerifiedObject, *_: object) -> None:
+def _jti(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     jti = verified.claims.get("jti")
     if isinstance(jti, str) and len(jti.encode()) > MAX_JTI_BYTES:
         raise InvalidRequestObject(
@@ -334,7 +357,13 @@ def _jti(verified: VerifiedObject, *_: object) -> None:
         )
 
 
-def _nested(verified: VerifiedObject, *_: object) -> None:
+def _nested(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     for name in ("request", "request_uri"):
         if name in verified.claims:
             raise InvalidRequestObject(
@@ -343,7 +372,11 @@ def _nested(verified: VerifiedObject, *_: object) -> None:
 
 
 def _client_id(
-    verified: VerifiedObject, client: RegisteredClient, outer: dict[str, str], *_: object
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
 ) -> None:
     inner_client = verified.claims.get("client_id")
     if inner_client is None:
@@ -360,7 +393,11 @@ def _client_id(
 
 
 def _response_type(
-    verified: VerifiedObject, client: RegisteredClient, outer: dict[str, str], *_: object
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
 ) -> None:
     if "response_type" in outer and verified.claims.get("response_type") != outer["response_type"]:
         raise InvalidRequestObject(
