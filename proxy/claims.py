@@ -16,8 +16,9 @@ MAX_NUMERIC_DATE = float(2**53)
 
 
 def rule_prefix(kind: str) -> str:
-    """The rule ids' prefix for a kind of JWT: ``request_object``, ``client_assertion``."""
-    return kind.replace(" ", "_")
+    """The rule ids' prefix for a kind of JWT: ``request_object``, ``client_assertion``,
+    ``jarm_response``."""
+    return kind.lower().replace(" ", "_")
 
 
 def numeric_date(
@@ -40,26 +41,47 @@ def numeric_date(
     return number
 
 
-def check_times(
-    claims: dict[str, Any],
-    now: float,
-    skew: float,
-    error: type[GatewayError],
-    kind: str,
-) -> tuple[float, float | None, float | None]:
-    """``exp`` required and not past, ``nbf`` and ``iat`` not in the future, with ``skew``
-    of leeway. Returns ``(exp, nbf, iat)``."""
-    exp, nbf, iat = (numeric_date(claims, name, error, kind) for name in ("exp", "nbf", "iat"))
-    prefix = rule_prefix(kind)
+def numeric_value(claims: dict[str, Any], name: str) -> float | None:
+    """The claim ``name`` when it is a JSON number, else None: for a rule that only uses a
+    date (the date's own rule refuses a malformed one)."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 <= value <= MAX_NUMERIC_DATE:
+        return None  # beyond a float
+    return float(value)
+
+
+def check_exp(
+    claims: dict[str, Any], now: float, skew: float, error: type[GatewayError], kind: str
+) -> float:
+    """``exp`` required and not past, with ``skew`` of leeway."""
+    exp = numeric_date(claims, "exp", error, kind)
     if exp is None:
-        raise error(f"the {kind}'s exp is required", rule=f"{prefix}.exp")
+        raise error(f"the {kind}'s exp is required", rule=f"{rule_prefix(kind)}.exp")
     if exp <= now - skew:
-        raise error(f"the {kind} has expired", rule=f"{prefix}.exp")
+        raise error(f"the {kind} has expired", rule=f"{rule_prefix(kind)}.exp")
+    return exp
+
+
+def check_nbf(
+    claims: dict[str, Any], now: float, skew: float, error: type[GatewayError], kind: str
+) -> float | None:
+    """``nbf``, when present, not in the future, with ``skew`` of leeway."""
+    nbf = numeric_date(claims, "nbf", error, kind)
     if nbf is not None and nbf > now + skew:
-        raise error(f"the {kind} is not valid yet (nbf)", rule=f"{prefix}.nbf")
+        raise error(f"the {kind} is not valid yet (nbf)", rule=f"{rule_prefix(kind)}.nbf")
+    return nbf
+
+
+def check_iat(
+    claims: dict[str, Any], now: float, skew: float, error: type[GatewayError], kind: str
+) -> float | None:
+    """``iat``, when present, not in the future, with ``skew`` of leeway."""
+    iat = numeric_date(claims, "iat", error, kind)
     if iat is not None and iat > now + skew:
-        raise error(f"the {kind} was issued in the future (iat)", rule=f"{prefix}.iat")
-    return exp, nbf, iat
+        raise error(f"the {kind} was issued in the future (iat)", rule=f"{rule_prefix(kind)}.iat")
+    return iat
 
 
 def audience_members(aud: Any, error: type[GatewayError], kind: str) -> list[str]:

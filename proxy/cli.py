@@ -27,6 +27,7 @@ from .app import create_app
 from .clients import ClientRegistry, RegistryError, load_registry
 from .demo.run import run_demo
 from .errors import StoreUnavailable
+from .inspection import KIND_NAMES, InspectionError, inspect_jwt, read_client_keys
 from .keyring import (
     GatewayKey,
     Keyring,
@@ -34,7 +35,7 @@ from .keyring import (
     generate_private_jwks,
     read_private_jwks,
 )
-from .loading import check_keys_cover_clients, load_keyring
+from .loading import check_keys_cover_clients, load_keyring, registry_warnings
 from .metadata import discovery_advice, issuer_problem, upstream_discovery
 from .observability import Metrics, lighten_log_records, metrics_app, setup_logging
 from .request.make import make_request_object, par_form
@@ -72,6 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if settings.redis_url is None:
         log.warning("JARGATE_REDIS_URL is not set: in-memory store, one replica only")
+    for warning in registry_warnings(settings, registry):
+        log.warning(warning)
     if settings.workers == 1:
         _run_worker(settings, registry, keyring)
         return 0
@@ -197,6 +200,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  keys:      {len(keyring.keys)} {kind}")
     for key in keyring.keys:
         print(f"    - kid={key.kid} alg={key.alg} use={key.use}")
+    for warning in registry_warnings(settings, registry):
+        print(f"jargate: warning: {warning}", file=sys.stderr)
     if args.offline:
         return 0
     problems = asyncio.run(_probe(settings))
@@ -328,6 +333,45 @@ def cmd_request_object(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    settings, registry, keyring = _load(args.env_file)
+    token = sys.stdin.read() if args.jwt == "-" else args.jwt
+    if not token.strip():
+        raise CommandError("no JWT to inspect (an empty argument or standard input)")
+    try:
+        client_keys = read_client_keys(args.key) if args.key else None
+        found = asyncio.run(
+            inspect_jwt(
+                token,
+                settings,
+                registry,
+                keyring,
+                client_id=args.client_id,
+                kind=args.kind,
+                client_keys=client_keys,
+            )
+        )
+    except InspectionError as exc:
+        raise CommandError(str(exc)) from None
+    client = f" of client {found.client_id!r}" if found.client_id else ""
+    print(f"{KIND_NAMES[found.kind]}{client}" + (" (encrypted)" if found.encrypted else ""))
+    if found.header:
+        print(f"  header: {json.dumps(found.header)}")
+    if found.claims:
+        print(f"  claims: {json.dumps(found.claims)}")
+    for finding in found.broken:
+        print(f"broken: {finding.line()}")
+    for unchecked in found.unchecked:
+        print(f"not checked: {unchecked}")
+    for note in found.notes:
+        print(f"note: {note}")
+    if found.accepted:
+        print(f"accepted: the {KIND_NAMES[found.kind]} breaks no rule checked offline")
+        return 0
+    print(f"refused: {len(found.broken)} rule(s) broken")
+    return 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging("warning", "text")
     return asyncio.run(run_demo(serve=args.serve))
@@ -395,6 +439,28 @@ def build_parser() -> argparse.ArgumentParser:
         "authorization URL with the request_uri",
     )
     request_object.set_defaults(run=cmd_request_object)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="check a request object, client assertion or JARM response offline",
+        description="Hold a JWT to every rule it would meet, offline: a request object or a "
+        "client assertion as the gateway verifies it, a JARM response as its client does. "
+        "Exit 0 when it would be accepted, 1 when not, 2 on a configuration error.",
+    )
+    inspect.add_argument("jwt", metavar="JWT", help="the compact JWT; - reads standard input")
+    inspect.add_argument("--env-file", help="read settings from this .env file too")
+    inspect.add_argument("--client-id", help="the client it is from or for (default: its claims)")
+    inspect.add_argument(
+        "--kind",
+        choices=list(KIND_NAMES),
+        help="what the JWT is (default: guessed from its shape and claims)",
+    )
+    inspect.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the client's private JWK or JWKS, to decrypt an encrypted JARM response",
+    )
+    inspect.set_defaults(run=cmd_inspect)
 
     demo = commands.add_parser("demo", help="run the bundled end-to-end demo")
     demo.add_argument("--serve", action="store_true", help="keep the demo servers running")

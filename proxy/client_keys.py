@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from joserfc.jwk import KeySet
@@ -27,6 +28,30 @@ log = logging.getLogger("jargate.clients")
 
 class ClientKeysUnavailable(Exception):
     """A client's ``jwks_uri`` could not be fetched and nothing usable is cached."""
+
+
+class ClientKeys(Protocol):
+    """Where a client's verification keys come from: :class:`JwksCache` in the gateway,
+    :class:`InlineKeysOnly` offline."""
+
+    async def keys_for(self, client: RegisteredClient, kid: str | None = None) -> KeySet:
+        """The client's verification keys (raises :class:`ClientKeysUnavailable`)."""
+        ...
+
+
+class InlineKeysOnly:
+    """A client's inline ``jwks`` only; a ``jwks_uri`` is never fetched (``jargate inspect``,
+    offline)."""
+
+    async def keys_for(self, client: RegisteredClient, kid: str | None = None) -> KeySet:
+        """The inline keys, or :class:`ClientKeysUnavailable` for a ``jwks_uri`` client."""
+        if client.keys is not None:
+            return client.keys
+        if client.meta.jwks_uri is not None:
+            raise ClientKeysUnavailable(
+                f"its jwks_uri {client.meta.jwks_uri} is not fetched offline"
+            )
+        raise ClientKeysUnavailable(f"client {client.client_id!r} registered no keys")
 
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")

@@ -11,6 +11,7 @@ A client's keys are either inline (``jwks``, imported once) or fetched from its
 
 from __future__ import annotations
 
+import difflib
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -326,7 +327,8 @@ def _describe(exc: ValidationError, client_id: str) -> str:
         loc = ".".join(str(part) for part in error.get("loc", ()))
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
-            message = "unknown field"
+            close = difflib.get_close_matches(loc, sorted(Client.model_fields), n=1)
+            message = f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
         problems.append(f"{loc}: {message}" if loc else message)
     return f"client {client_id!r}: " + "; ".join(problems)
 
@@ -382,6 +384,13 @@ def load_registry(settings: Settings) -> ClientRegistry:
                 f"{source}: client {meta.client_id!r}: request_object_signing_alg {pinned} "
                 "fits none of the keys in its jwks"
             )
+        sealed = meta.authorization_encrypted_response_alg
+        if keys is not None and sealed and not any(_encrypts_to(sealed, k) for k in keys):
+            raise RegistryError(
+                f"{source}: client {meta.client_id!r}: authorization_encrypted_response_alg "
+                f"{sealed} fits none of the keys in its jwks (RSA-OAEP* needs an RSA key, "
+                "ECDH-ES* an EC or X25519 key, with use enc or no use): add one"
+            )
         clients.append(
             RegisteredClient(
                 meta=meta,
@@ -399,6 +408,12 @@ def load_registry(settings: Settings) -> ClientRegistry:
             )
         )
     return ClientRegistry(clients)
+
+
+def _encrypts_to(alg: str, key: Key) -> bool:
+    """Whether JARM responses could be encrypted to ``key`` with ``alg`` (the choice of
+    :func:`proxy.response.jarm.encryption_key_for`)."""
+    return alg_fits_key(alg, key) and key.get("use") in ("enc", None)
 
 
 def _read_secret(

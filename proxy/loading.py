@@ -7,7 +7,7 @@ from .clients import ClientRegistry, load_registry
 from .keyring import Keyring, KeyringError
 from .settings import Settings
 
-__all__ = ["check_keys_cover_clients", "load_keyring", "load_registry"]
+__all__ = ["check_keys_cover_clients", "load_keyring", "load_registry", "registry_warnings"]
 
 
 def load_keyring(settings: Settings, registry: ClientRegistry) -> Keyring:
@@ -44,3 +44,20 @@ def check_keys_cover_clients(
                 f"client {client.client_id!r} request_object_encryption_alg is {alg}, "
                 f"but the gateway has no {alg} decryption key"
             )
+
+
+def registry_warnings(settings: Settings, registry: ClientRegistry) -> list[str]:
+    """What loads but is likely a mistake: a registry without clients."""
+    if len(registry):
+        return []
+    where = (
+        "JARGATE_CLIENTS_FILE and JARGATE_CLIENTS are unset"
+        if settings.clients_file is None and settings.clients is None
+        else "the registry lists no clients"
+    )
+    passes = (
+        "every client is refused (JARGATE_REQUIRE_REGISTERED_CLIENTS)"
+        if settings.require_registered_clients
+        else "every request passes through untouched and JAR, PAR and JARM are refused"
+    )
+    return [f"the client registry is empty ({where}): {passes}; register clients to use them"]

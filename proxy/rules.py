@@ -150,6 +150,19 @@ RULES: dict[str, str] = {
     "outage.upstream_timeout": "the upstream did not answer in time",
     "store.pending_flows_per_address": "too many plain flows waiting from one address",
     "gateway": "any other refusal",
+    # what a client checks of a JARM response: jargate inspect only, never a refusal
+    "jarm_response.compact": "not a compact JWS (or JWE)",
+    "jarm_response.compact.base64url": "a segment is not base64url in its canonical spelling",
+    "jarm_response.compact.json": "the header or payload is not a strict JSON object",
+    "jarm_response.crit": "a critical header extension, or an unencoded payload (b64)",
+    "jarm_response.decrypt": "an encrypted response that does not decrypt with the client's key",
+    "jarm_response.encryption": "encrypted, or not, otherwise than the client registered",
+    "jarm_response.alg": "not the client's authorization_signed_response_alg",
+    "jarm_response.kid": "no signing key of the gateway (JARGATE_KEYS_FILE) for this kid",
+    "jarm_response.signature": "the signature does not verify with the gateway's key",
+    "jarm_response.iss": "iss is not JARGATE_ISSUER",
+    "jarm_response.aud": "aud is not the client_id, or no registered client",
+    "jarm_response.exp": "exp missing, not a NumericDate, or past",
 }
 for _kind in KINDS:
     for _rule, _meaning in _JWT_RULES.items():

@@ -7,11 +7,12 @@ with one message that names the variable and says what is wrong.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -187,6 +188,9 @@ class Settings(BaseSettings):
         }
         if scheme not in allowed:
             raise ValueError(f"scheme must be one of {', '.join(sorted(allowed))}")
+        problem = redis_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -227,6 +231,64 @@ class Settings(BaseSettings):
         return parts._replace(netloc=netloc).geturl()
 
 
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL of an allowed scheme, and how to write it (never
+    naming its password); None when nothing is."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    segments = [segment for segment in parts.path.split("/") if segment]
+    query_db = parse_qs(parts.query).get("db", [None])[0]
+    if scheme == "unix":
+        if not parts.path:
+            return "a unix:// URL needs the socket's path, e.g. unix:///run/redis/redis.sock"
+        return _database_problem(query_db, "unix:///run/redis/redis.sock?db=0")
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    if scheme.endswith("+sentinel"):
+        example = f"{scheme}://sentinel-1:26379,sentinel-2:26379/mymaster/0"
+        for item in hosts.split(","):
+            problem = _host_problem(item, example)
+            if problem is not None:
+                return problem
+        if not segments:
+            return f"a Sentinel URL needs the service name as its path, e.g. {example}"
+        if len(segments) > 2:
+            return f"a Sentinel URL's path is /<service name>[/<database>], e.g. {example}"
+        return _database_problem(segments[1] if len(segments) > 1 else None, example)
+    example = f"{scheme}://redis:6379" + ("" if scheme.endswith("+cluster") else "/0")
+    if "," in hosts:
+        return f"several hosts are for Sentinel (redis+sentinel://); this URL names one: {example}"
+    problem = _host_problem(hosts, example)
+    if problem is not None:
+        return problem
+    database = segments[0] if segments else query_db
+    if len(segments) > 1:
+        return f"the path is only the database number, e.g. {example}"
+    if scheme.endswith("+cluster") and database not in (None, "0"):
+        return f"a Redis Cluster has only database 0: drop the path, e.g. {example}"
+    return _database_problem(database, example)
+
+
+def _host_problem(item: str, example: str) -> str | None:
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return f"{item!r} is not host:port, e.g. {example}"
+        port = rest[1:]
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        return f"no host in {item!r}, e.g. {example}"
+    if ":" in item and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number from 1 to 65535, e.g. {example}"
+    return None
+
+
+def _database_problem(database: str | None, example: str) -> str | None:
+    if database is not None and not database.isdigit():
+        return f"database {database!r} is not a number (0, 1, ...), e.g. {example}"
+    return None
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -250,6 +312,12 @@ def _unknown_variables(names: set[str]) -> list[str]:
     )
 
 
+def _with_suggestion(name: str, known: set[str]) -> str:
+    """``name``, and the closest known name when one is close: a typo's likely fix."""
+    close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
 def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     """Read the settings from the environment (and an optional ``.env`` file).
 
@@ -265,7 +333,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     if unknown:
         raise SettingsError(
             "unknown setting(s): "
-            + ", ".join(unknown)
+            + ", ".join(_with_suggestion(name, known_variables()) for name in unknown)
             + " (a typo, or a setting this version does not have)"
         )
     try:

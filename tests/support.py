@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,8 +50,10 @@ class RedisServer:
     def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
         self.port = port or free_port()
         self.extra = extra or []
-        #: Its working directory, made by start and removed by stop.
-        self.dir: str | None = None
+        #: Its working directory (a cluster node's nodes.conf survives a restart in it),
+        #: removed when the server object goes or the test process ends.
+        self.dir = tempfile.mkdtemp(prefix="jargate-redis-")
+        weakref.finalize(self, shutil.rmtree, self.dir, True)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +61,6 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.dir = self.dir or tempfile.mkdtemp(prefix="jargate-redis-")
         args = [
             redis_server_binary(),
             "--port",
@@ -97,9 +99,6 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)

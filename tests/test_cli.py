@@ -118,6 +118,8 @@ def test_check_refuses_bad_configuration(env: dict[str, str], message: str, tmp_
     ("redirect_uri", "problem"),
     [
         ("javascript:alert(1)", "'javascript:alert(1)': the scheme 'javascript' is refused"),
+        ("data:text/html,%3Cscript%3Ealert(1)%3C/script%3E", "the scheme 'data' is refused"),
+        ("data:text/html;base64,PHNjcmlwdD4", "the scheme 'data' is refused"),
         ("java\tscript:alert(1)", "'java\\tscript:alert(1)' is not a URI"),
         ("http://rp.example/cb", "http is allowed only to a loopback host"),
     ],
@@ -138,6 +140,101 @@ def test_check_refuses_a_redirect_uri_outside_rfc_8252(
         f"jargate: JARGATE_CLIENTS_FILE {registry}: client 'spa': redirect_uris: "
     )
     assert problem in line
+
+
+EC_CLIENT_JWKS = {
+    "keys": [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"JARGATE_REDIS_URL": "redis://:s3cret@redis:63x9/0"},
+            "JARGATE_REDIS_URL: port '63x9' is not a number from 1 to 65535, "
+            "e.g. redis://redis:6379/0",
+        ),
+        ({"JARGATE_REDIS_URL": "rediss://redis:70000"}, "port '70000' is not a number"),
+        (
+            {"JARGATE_REDIS_URL": "redis+sentinel://:s3cret@s1:26379,s2:26379"},
+            "a Sentinel URL needs the service name as its path, "
+            "e.g. redis+sentinel://sentinel-1:26379,sentinel-2:26379/mymaster/0",
+        ),
+        (
+            {"JARGATE_REDIS_URL": "redis+sentinel://s1:2637a/mymaster"},
+            "port '2637a' is not a number",
+        ),
+        ({"JARGATE_REDIS_URL": "redis://redis:6379/one"}, "database 'one' is not a number"),
+        ({"JARGATE_REDIS_URL": "redis+sentinel://s1/mymaster/x"}, "database 'x' is not a"),
+        ({"JARGATE_REDIS_URL": "unix:///run/redis.sock?db=-1"}, "database '-1' is not a"),
+        ({"JARGATE_REDIS_URL": "redis+cluster://node:7000/3"}, "has only database 0"),
+        (
+            {"JARGATE_UPSTREAM_JWKS_PTH": "/jwks"},
+            "unknown setting(s): JARGATE_UPSTREAM_JWKS_PTH "
+            "(did you mean JARGATE_UPSTREAM_JWKS_PATH?)",
+        ),
+        (
+            {"JARGATE_CLIENTS": json.dumps({"clients": [{"client_id": "c", "redirect_uri": "x"}]})},
+            "JARGATE_CLIENTS: client 'c': redirect_uri: unknown field (did you mean "
+            "redirect_uris?)",
+        ),
+        (
+            {
+                "JARGATE_CLIENTS": json.dumps(
+                    {
+                        "clients": [
+                            {
+                                "client_id": "sealed",
+                                "jwks": EC_CLIENT_JWKS,
+                                "authorization_encrypted_response_alg": "RSA-OAEP-256",
+                            }
+                        ]
+                    }
+                )
+            },
+            "client 'sealed': authorization_encrypted_response_alg RSA-OAEP-256 fits none of "
+            "the keys in its jwks",
+        ),
+    ],
+)
+def test_check_names_each_mistake_and_its_fix(env: dict[str, str], problem: str) -> None:
+    """Mistakes that used to pass `check` (a Redis URL's port, Sentinel service or database;
+    JARM encryption no registered key can receive; a near-miss setting or registry field):
+    exit 2 even offline, one line naming the problem and the fix, no secret, no traceback."""
+    result = run("check", "--offline", **BASE, **env)
+    assert 2 == result.returncode, result.stdout
+    (line,) = result.stderr.splitlines()
+    assert problem in line
+    assert "s3cret" not in line
+
+
+def test_serve_suggests_the_setting_meant() -> None:
+    """`serve` refuses a near-miss setting as `check` does, naming the one meant."""
+    result = run("serve", **BASE, JARGATE_REDIS_ULR="redis://redis:6379/0")
+    assert 2 == result.returncode
+    assert [
+        "jargate: unknown setting(s): JARGATE_REDIS_ULR (did you mean JARGATE_REDIS_URL?) "
+        "(a typo, or a setting this version does not have)"
+    ] == result.stderr.splitlines()
+
+
+def test_check_warns_about_an_empty_registry() -> None:
+    """No clients registered is valid (everything passes through) but said in a warning."""
+    result = run("check", "--offline", **BASE)
+    assert 0 == result.returncode
+    assert [
+        "jargate: warning: the client registry is empty (JARGATE_CLIENTS_FILE and "
+        "JARGATE_CLIENTS are unset): every request passes through untouched and JAR, PAR and "
+        "JARM are refused; register clients to use them"
+    ] == result.stderr.splitlines()
 
 
 def test_keys_generate_and_public(tmp_path: Path) -> None:
@@ -281,6 +378,16 @@ def test_python_dash_m_is_the_same_program() -> None:
     """`python -m proxy --version` answers like the console script."""
     result = run("--version")
     assert result.stdout.startswith("jargate ")
+
+
+def test_version_is_the_one_in_pyproject() -> None:
+    """`jargate --version` prints `jargate <version>`, the version pyproject.toml declares
+    (read from the installed package's metadata: the version lives in one place)."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    result = run("--version")
+    assert (0, f"jargate {declared}\n", "") == (result.returncode, result.stdout, result.stderr)
 
 
 def client_key_pair(directory: Path, alg: str, kid: str) -> tuple[Path, dict[str, Any]]:

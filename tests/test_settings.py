@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.settings import Settings, SettingsError, known_variables, load_settings
-from tests.support import REPO
+from tests.support import REPO, make_settings
 
 REQUIRED = {
     "JARGATE_UPSTREAM_URL": "http://127.0.0.1:8080",
@@ -231,3 +231,22 @@ def test_example_env_lists_every_setting() -> None:
     text = (REPO / "config" / "example.env").read_text()
     listed = set(re.findall(r"^#?\s*(JARGATE_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
     assert known_variables() == listed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis:6379/0",
+        "redis://localhost",
+        "rediss://user:p%40ss@[::1]:6380/2",
+        "redis://redis:6379?db=2",
+        "unix:///run/redis/redis.sock?db=1",
+        "redis+sentinel://:pw@s1:26379,s2,[::1]:26380/mymaster/3",
+        "rediss+sentinel://s1:26379/mymaster",
+        "redis+cluster://node:7000",
+        "redis+cluster://node:7000/0",
+    ],
+)
+def test_redis_urls_of_every_documented_form_are_accepted(url: str) -> None:
+    """The URL forms docs/configuration.md documents pass the start-up check."""
+    assert url == make_settings(redis_url=url).redis_url.get_secret_value()  # type: ignore[union-attr]

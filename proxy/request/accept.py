@@ -96,6 +96,15 @@ def check_response_mode(destination: Destination, client: RegisteredClient) -> N
         )
 
 
+def require_response_type(inner: dict[str, str]) -> None:
+    """A request object carries ``response_type`` itself (RFC 9101 section 4)."""
+    if "response_type" not in inner:
+        raise InvalidRequestObject(
+            "response_type is required in the request object",
+            rule="request_object.response_type",
+        )
+
+
 def outer_destination(params: dict[str, str], client: RegisteredClient) -> Destination | None:
     """Where errors go before a request object verified: the outer parameters' redirect
     URI, only when it is explicitly named and registered."""
@@ -135,11 +144,7 @@ async def verified_request(
     destination = trusted_destination(inner, client, InvalidRequestObject)
     # Verified: from here on the object's own redirect URI receives the refusals.
     try:
-        if "response_type" not in inner:
-            raise InvalidRequestObject(
-                "response_type is required in the request object",
-                rule="request_object.response_type",
-            )
+        require_response_type(inner)
         check_response_mode(destination, client)
         check_challenge(inner, policy_of(settings, client))
     except Refusal as refusal:

@@ -14,15 +14,24 @@ import base64
 import binascii
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.claims import audience_members, check_times, issued_since
+from proxy.claims import (
+    audience_members,
+    check_exp,
+    check_iat,
+    check_nbf,
+    issued_since,
+    numeric_value,
+)
+from proxy.client_keys import ClientKeys
 from proxy.clients import RegisteredClient
-from proxy.compact import read_json_segment, split_compact
+from proxy.compact import ReadJws, read_json_segment, split_compact
 from proxy.discovery import origin_of
 from proxy.errors import (
     ForgottenByStore,
@@ -33,6 +42,7 @@ from proxy.errors import (
 )
 from proxy.observability import note
 from proxy.profiles import policy_of
+from proxy.settings import Settings
 from proxy.store import hashed_key
 
 from .make import ASSERTION_TYPE
@@ -142,12 +152,7 @@ async def authenticate_client(
     client = request.app[appkeys.REGISTRY].get(client_id) if client_id else None
     if client is None:
         raise InvalidClient("unknown client", rule="client_authentication.unknown_client")
-    expected = client.meta.auth_method
-    if method != expected:
-        raise InvalidClient(
-            f"this client authenticates with {expected}, not {method}",
-            rule="client_authentication.method",
-        )
+    check_auth_method(client, method)
     if method in ("client_secret_basic", "client_secret_post"):
         registered = client.secret.get_secret_value() if client.secret else None
         if (
@@ -161,6 +166,16 @@ async def authenticate_client(
     return client
 
 
+def check_auth_method(client: RegisteredClient, method: str) -> None:
+    """The method presented must be the client's registered one."""
+    expected = client.meta.auth_method
+    if method != expected:
+        raise InvalidClient(
+            f"this client authenticates with {expected}, not {method}",
+            rule="client_authentication.method",
+        )
+
+
 async def verify_client_assertion(
     request: web.Request, form: dict[str, str], client: RegisteredClient
 ) -> None:
@@ -172,46 +187,16 @@ async def verify_client_assertion(
         raise InvalidClient(
             f"client_assertion_type must be {ASSERTION_TYPE}", rule="client_assertion.type"
         )
-    assertion = form.get("client_assertion", "")
-    try:
-        read = await verify_client_jws(
-            assertion,
-            client,
-            app[appkeys.JWKS_CACHE],
-            None,
-            "client assertion",
-            max_depth=settings.max_json_depth,
-        )
-    except InvalidRequestObject as exc:
-        raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
-    header, claims = read.header, read.claims
-    typ = header.get("typ")
-    if (isinstance(typ, str) and media_type(typ) == "oauth-authz-req+jwt") or (
-        "response_type" in claims
-    ):
-        # RFC 9101 §10.8 / RFC 8725 §3.12: a request object is never a client assertion.
-        raise InvalidClient(
-            "a request object is not a client assertion", rule="client_assertion.typ"
-        )
-    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
-        raise InvalidClient(
-            "the assertion's iss and sub must be the client_id", rule="client_assertion.iss"
-        )
-    accepted = _accepted_audiences(request.app, client)
-    _check_assertion_audience(claims.get("aud"), *accepted)
+    read = await verify_assertion_signature(
+        form.get("client_assertion", ""), client, app[appkeys.JWKS_CACHE], settings
+    )
     now = time.time()
-    skew = settings.clock_skew_seconds
-    exp, nbf, iat = check_times(claims, now, skew, InvalidClient, ASSERTION)
-    if exp - now > MAX_ASSERTION_SECONDS + skew:
-        raise InvalidClient(
-            f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead",
-            rule="client_assertion.lifetime",
-        )
-    jti = claims.get("jti")
-    if not isinstance(jti, str) or not jti:
-        raise InvalidClient("the assertion needs a jti", rule="client_assertion.jti")
-    key = hashed_key("assertion", client.client_id, jti)
-    issued = issued_since(exp, nbf, iat, MAX_ASSERTION_SECONDS)
+    audiences = configured_audiences(settings, app[appkeys.TOKEN_PATH].path, client)
+    validate_assertion_claims(read, client, audiences, settings, now)
+    claims, skew = read.claims, settings.clock_skew_seconds
+    exp = float(claims["exp"])
+    key = hashed_key("assertion", client.client_id, claims["jti"])
+    issued = issued_since(exp, claims.get("nbf"), claims.get("iat"), MAX_ASSERTION_SECONDS)
     try:
         await claim_jti(app[appkeys.STORE], JtiClaim(key, exp + skew - now, issued))
     except ForgottenByStore as forgotten:
@@ -222,24 +207,53 @@ async def verify_client_assertion(
         ) from None
 
 
-def _accepted_audiences(
-    app: web.Application, client: RegisteredClient
-) -> tuple[frozenset[str], bool]:
-    """The audiences a client assertion may name, and whether only a string is allowed:
-    from the settings and the issuer's own discovery document, never from the request.
-
-    Strict (``JARGATE_STRICT_ASSERTION_AUDIENCE`` or a fapi2 profile; FAPI 2.0 final,
-    after CVE-2025-27370): the issuer alone, as a string. Otherwise (RFC 9126 §2): the
-    issuer, the PAR endpoint URL or the token endpoint URL, as a string or in an array."""
-    settings = app[appkeys.SETTINGS]
-    if settings.strict_assertion_audience or policy_of(settings, client).fapi2:
-        return frozenset({settings.issuer}), True
-    origin = origin_of(settings.issuer)
-    token_endpoint = origin + app[appkeys.TOKEN_PATH].path
-    return frozenset({settings.issuer, origin + settings.par_path, token_endpoint}), False
+async def verify_assertion_signature(
+    assertion: str, client: RegisteredClient, keys: ClientKeys, settings: Settings
+) -> ReadJws:
+    """The assertion read and its signature verified with the client's registered keys (the
+    request-object rules, as ``client_assertion.*``)."""
+    try:
+        return await verify_client_jws(
+            assertion, client, keys, None, ASSERTION, max_depth=settings.max_json_depth
+        )
+    except InvalidRequestObject as exc:
+        raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None
 
 
-def _check_assertion_audience(aud: Any, accepted: frozenset[str], strict: bool) -> None:
+#: The audiences a client assertion may name, and whether only a string is allowed.
+Audiences = tuple[frozenset[str], bool]
+#: One claim rule of a client assertion: raises :class:`InvalidClient` when broken.
+AssertionRule = Callable[[ReadJws, RegisteredClient, Audiences, Settings, float], None]
+
+
+def _typ(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    typ = read.header.get("typ")
+    if (isinstance(typ, str) and media_type(typ) == "oauth-authz-req+jwt") or (
+        "response_type" in read.claims
+    ):
+        # RFC 9101 §10.8 / RFC 8725 §3.12: a request object is never a client assertion.
+        raise InvalidClient(
+            "a request object is not a client assertion", rule="client_assertion.typ"
+        )
+
+
+def _iss(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    claims = read.claims
+    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+        raise InvalidClient(
+            "the assertion's iss and sub must be the client_id", rule="client_assertion.iss"
+        )
+
+
+def _aud(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    accepted, strict = audiences
+    aud = read.claims.get("aud")
     if strict:
         if not isinstance(aud, str) or aud not in accepted:
             raise InvalidClient(
@@ -248,3 +262,72 @@ def _check_assertion_audience(aud: Any, accepted: frozenset[str], strict: bool) 
         return
     if not accepted & set(audience_members(aud, InvalidClient, ASSERTION)):
         raise InvalidClient("the assertion's aud is not this server", rule="client_assertion.aud")
+
+
+def _exp(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    check_exp(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+
+
+def _nbf(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    check_nbf(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+
+
+def _iat(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    check_iat(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+
+
+def _lifetime(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    exp = numeric_value(read.claims, "exp")
+    if exp is not None and exp - now > MAX_ASSERTION_SECONDS + settings.clock_skew_seconds:
+        raise InvalidClient(
+            f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead",
+            rule="client_assertion.lifetime",
+        )
+
+
+def _jti(
+    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
+) -> None:
+    jti = read.claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise InvalidClient("the assertion needs a jti", rule="client_assertion.jti")
+
+
+#: The claim rules of a client assertion, in the order the gateway applies them; each
+#: independent of the others (``jargate inspect`` runs every one).
+ASSERTION_RULES: tuple[AssertionRule, ...] = (_typ, _iss, _aud, _exp, _nbf, _iat, _lifetime, _jti)
+
+
+def validate_assertion_claims(
+    read: ReadJws,
+    client: RegisteredClient,
+    audiences: Audiences,
+    settings: Settings,
+    now: float,
+) -> None:
+    """Every rule of :data:`ASSERTION_RULES`; the first broken one is raised."""
+    for rule in ASSERTION_RULES:
+        rule(read, client, audiences, settings, now)
+
+
+def configured_audiences(
+    settings: Settings, token_path: str, client: RegisteredClient | None = None
+) -> Audiences:
+    """The audiences a client assertion may name, and whether only a string is allowed:
+    from the settings alone, never from the request.
+
+    Strict (``JARGATE_STRICT_ASSERTION_AUDIENCE`` or a fapi2 profile; FAPI 2.0 final,
+    after CVE-2025-27370): the issuer alone, as a string. Otherwise (RFC 9126 §2): the
+    issuer, the PAR endpoint URL or the token endpoint URL, as a string or in an array."""
+    if settings.strict_assertion_audience or policy_of(settings, client).fapi2:
+        return frozenset({settings.issuer}), True
+    origin = origin_of(settings.issuer)
+    return frozenset({settings.issuer, origin + settings.par_path, origin + token_path}), False

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,15 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS, alg_fits_key
-from proxy.claims import audience_members, check_times, issued_since
-from proxy.client_keys import ClientKeysUnavailable, JwksCache
+from proxy.claims import (
+    audience_members,
+    check_exp,
+    check_iat,
+    check_nbf,
+    issued_since,
+    numeric_value,
+)
+from proxy.client_keys import ClientKeys, ClientKeysUnavailable
 from proxy.clients import RegisteredClient
 from proxy.compact import (
     DEFAULT_JSON_DEPTH,
@@ -47,6 +55,8 @@ log = logging.getLogger("jargate.verify")
 #: ``typ`` values accepted (RFC 9101 §10.8, RFC 8725 §3.11), after dropping ``application/``.
 ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
 MAX_JTI_BYTES = 64
+#: What a request object is called in descriptions.
+OBJECT = "request object"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +140,7 @@ def decrypt_request_object(
 async def verify_request_object(
     token: str,
     client: RegisteredClient,
-    jwks: JwksCache,
+    jwks: ClientKeys,
     encrypted: bool = False,
     max_depth: int = DEFAULT_JSON_DEPTH,
 ) -> VerifiedObject:
@@ -150,7 +160,7 @@ async def verify_request_object(
 async def verify_client_jws(
     token: str,
     client: RegisteredClient,
-    jwks: JwksCache,
+    jwks: ClientKeys,
     pinned: str | None,
     kind: str,
     *,
@@ -222,49 +232,153 @@ def media_type(typ: str) -> str:
     return lowered.removeprefix("application/") if "/" in lowered else lowered
 
 
-def validate_claims(
+#: One claim rule of a request object: raises :class:`InvalidRequestObject` when broken.
+ClaimRule = Callable[[VerifiedObject, RegisteredClient, dict[str, str], Settings, float], None]
+
+
+def _typ(
     verified: VerifiedObject,
     client: RegisteredClient,
     outer: dict[str, str],
     settings: Settings,
-    now: float | None = None,
+    now: float,
 ) -> None:
-    """The claim rules of RFC 9101 §4, §5, §6.3 and §10.8, and the gateway's time bounds."""
-    header, claims = verified.header, verified.claims
-    now = time.time() if now is None else now
-    skew = settings.clock_skew_seconds
-    typ = header.get("typ")
+    typ = verified.header.get("typ")
     if typ is not None and (not isinstance(typ, str) or media_type(typ) not in ACCEPTED_TYPES):
         raise InvalidRequestObject(
             f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)",
             rule="request_object.typ",
         )
+
+
+def _claim_types(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     for name in ("iss", "jti"):
-        if name in claims and not isinstance(claims[name], str):
+        if name in verified.claims and not isinstance(verified.claims[name], str):
             raise InvalidRequestObject(
                 f"claim {name!r} must be a string", rule="request_object.claim_type"
             )
-    if claims.get("iss") != client.client_id:
+
+
+def _iss(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    if verified.claims.get("iss") != client.client_id:
         raise InvalidRequestObject("iss must be the client_id", rule="request_object.iss")
-    _check_audience(claims.get("aud"), settings.issuer)
-    exp, nbf, iat = check_times(claims, now, skew, InvalidRequestObject, "request object")
+
+
+def _aud(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    aud = verified.claims.get("aud")
+    if aud is None:
+        raise InvalidRequestObject(
+            "aud is required and must be the issuer", rule="request_object.aud"
+        )
+    if settings.issuer not in audience_members(aud, InvalidRequestObject, OBJECT):
+        raise InvalidRequestObject("aud must be, or contain, the issuer", rule="request_object.aud")
+
+
+def _exp(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    check_exp(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+
+
+def _nbf(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    check_nbf(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+
+
+def _iat(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    check_iat(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+
+
+def _lifetime(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    claims = verified.claims
+    exp = numeric_value(claims, "exp")
+    if exp is None:
+        return  # the exp rule's refusal
+    skew = settings.clock_skew_seconds
     longest = settings.max_request_object_lifetime_seconds
+    nbf, iat = numeric_value(claims, "nbf"), numeric_value(claims, "iat")
     for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
         if start is not None and exp - start > longest + (skew if name == "now" else 0):
             raise InvalidRequestObject(
                 f"exp is more than {longest} s after {name}", rule="request_object.lifetime"
             )
-    jti = claims.get("jti")
+
+
+def _jti(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    jti = verified.claims.get("jti")
     if isinstance(jti, str) and len(jti.encode()) > MAX_JTI_BYTES:
         raise InvalidRequestObject(
             f"jti is longer than {MAX_JTI_BYTES} bytes", rule="request_object.jti"
         )
+
+
+def _nested(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
     for name in ("request", "request_uri"):
-        if name in claims:
+        if name in verified.claims:
             raise InvalidRequestObject(
                 f"a request object must not contain {name!r}", rule="request_object.nested"
             )
-    inner_client = claims.get("client_id")
+
+
+def _client_id(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    inner_client = verified.claims.get("client_id")
     if inner_client is None:
         # Every mandatory authorization parameter is inside the object (RFC 9101 section 4,
         # as response_type is; Auth0's JAR rules).
@@ -276,20 +390,52 @@ def validate_claims(
             "client_id in the request object differs from the request's",
             rule="request_object.client_id",
         )
-    if "response_type" in outer and claims.get("response_type") != outer["response_type"]:
+
+
+def _response_type(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    if "response_type" in outer and verified.claims.get("response_type") != outer["response_type"]:
         raise InvalidRequestObject(
             "response_type in the request object differs from the request's",
             rule="request_object.response_type",
         )
 
 
-def _check_audience(aud: Any, issuer: str) -> None:
-    if aud is None:
-        raise InvalidRequestObject(
-            "aud is required and must be the issuer", rule="request_object.aud"
-        )
-    if issuer not in audience_members(aud, InvalidRequestObject, "request object"):
-        raise InvalidRequestObject("aud must be, or contain, the issuer", rule="request_object.aud")
+#: The claim rules of RFC 9101 §4, §5, §6.3 and §10.8 and the gateway's time bounds, in
+#: the order the gateway applies them; each independent of the others (``jargate
+#: inspect`` runs every one).
+CLAIM_RULES: tuple[ClaimRule, ...] = (
+    _typ,
+    _claim_types,
+    _iss,
+    _aud,
+    _exp,
+    _nbf,
+    _iat,
+    _lifetime,
+    _jti,
+    _nested,
+    _client_id,
+    _response_type,
+)
+
+
+def validate_claims(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float | None = None,
+) -> None:
+    """Every rule of :data:`CLAIM_RULES`; the first broken one is raised."""
+    now = time.time() if now is None else now
+    for rule in CLAIM_RULES:
+        rule(verified, client, outer, settings, now)
 
 
 @dataclass(frozen=True, slots=True)
