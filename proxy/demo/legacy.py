@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from aiohttp import web
 from joserfc import jwt
@@ -35,6 +35,8 @@ class Received:
     headers: CIMultiDict[str]
     body_sha256: str
     body_length: int
+    #: The body itself, for the token endpoint's requests (what the gateway sent on).
+    body: bytes = b""
 
 
 @dataclass
@@ -67,6 +69,11 @@ class LegacyState:
     login_required: bool = False
     key: RSAKey = field(default_factory=_signing_key)
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Check PKCE at the token endpoint (servers that store it but never check it: False).
+    check_pkce: bool = True
+    #: Client secrets the token endpoint requires (Basic or in the body), by client_id;
+    #: clients not listed need none.
+    client_secrets: dict[str, str] = field(default_factory=dict)
 
 
 LEGACY = web.AppKey("legacy", LegacyState)
@@ -170,16 +177,22 @@ def _s256(verifier: str) -> str:
 async def token(request: web.Request) -> web.Response:
     """Exchange an authorization code, once, for the client and redirect URI it was issued
     to (RFC 6749 §4.1.3; PKCE, RFC 7636 §4.6)."""
+    raw = await request.read()
     form = await request.post()
     request.app[LEGACY].recorder.requests.append(
-        Received("POST", request.raw_path, CIMultiDict(request.headers), "", 0)
+        Received("POST", request.raw_path, CIMultiDict(request.headers), "", len(raw), raw)
     )
     state = request.app[LEGACY]
+    client_id, secret = _client_credentials(request, form)
+    expected = state.client_secrets.get(client_id)
+    if expected is not None and secret != expected:
+        return web.json_response({"error": "invalid_client"}, status=401)
     issued = state.codes.pop(str(form.get("code", "")), None)
     if issued is None or form.get("redirect_uri") != issued["redirect_uri"]:
         return web.json_response({"error": "invalid_grant"}, status=400)
     if (
-        issued["code_challenge"]
+        state.check_pkce
+        and issued["code_challenge"]
         and _s256(str(form.get("code_verifier", ""))) != issued["code_challenge"]
     ):
         return web.json_response(
@@ -194,6 +207,17 @@ async def token(request: web.Request) -> web.Response:
     if "openid" in issued["scope"].split():
         body["id_token"] = _id_token(state, issued["client_id"], issued["nonce"] or None)
     return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def _client_credentials(request: web.Request, form: Any) -> tuple[str, str | None]:
+    """The client_id and secret of a token request: Basic (RFC 6749 §2.3.1), else the body."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        decoded = base64.b64decode(header[6:]).decode()
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
+    secret = form.get("client_secret")
+    return str(form.get("client_id", "")), None if secret is None else str(secret)
 
 
 async def discovery(request: web.Request) -> web.Response:
