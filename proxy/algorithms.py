@@ -8,6 +8,7 @@ everywhere (RFC 8725 §3.1, §2.1), and so are ``RSA1_5`` (FAPI 1 §8.6.1) and
 
 from __future__ import annotations
 
+import base64
 import warnings
 from typing import Literal, get_args
 
@@ -23,6 +24,10 @@ SigningAlg = Literal[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
 ]
 SIGNING_ALGS: tuple[str, ...] = get_args(SigningAlg)
+#: FAPI 2.0 Security Profile §5.4: the only signing algorithms under the fapi2 profiles.
+FAPI2_SIGNING_ALGS: tuple[str, ...] = ("PS256", "ES256", "EdDSA")
+#: FAPI 2.0 Security Profile §5.4.1: RSA keys of at least 2048 bits.
+FAPI2_MIN_RSA_BITS = 2048
 #: JWE key-management algorithms the gateway accepts or produces.
 ENCRYPTION_ALGS = ("RSA-OAEP", "RSA-OAEP-256", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW")
 #: JWE content-encryption algorithms the gateway accepts or produces.
@@ -46,6 +51,20 @@ def alg_fits_key(alg: str, key: Key) -> bool:
             return key.curve_name in ("P-256", "P-384", "P-521")
         return isinstance(key, OKPKey) and key.curve_name in ("X25519", "X448")
     return False
+
+
+def fapi2_key_problem(key: Key) -> str | None:
+    """Why ``key`` is too weak for FAPI 2.0 (§5.4.1: RSA of 2048 bits or more, elliptic
+    curves of 160 bits or more: every curve allowed here is), or None."""
+    if isinstance(key, RSAKey):
+        bits = int.from_bytes(_b64url(str(key.dict_value["n"])), "big").bit_length()
+        if bits < FAPI2_MIN_RSA_BITS:
+            return f"an RSA key of {bits} bits (FAPI 2.0 needs {FAPI2_MIN_RSA_BITS} or more)"
+    return None
+
+
+def _b64url(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
 def default_alg(key: Key, use: str) -> str | None:

@@ -34,13 +34,27 @@ from pydantic import (
     model_validator,
 )
 
-from .algorithms import DEFAULT_ENC, ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS, alg_fits_key
+from .algorithms import (
+    DEFAULT_ENC,
+    ENCRYPTION_ALGS,
+    ENCRYPTION_ENCS,
+    FAPI2_SIGNING_ALGS,
+    SIGNING_ALGS,
+    alg_fits_key,
+    fapi2_key_problem,
+)
 from .redirect_uris import check_redirect_uri
 from .settings import Profile, Settings, is_loopback_host
 
 AuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
 #: How the gateway authenticates a client to the upstream's token endpoint.
 UpstreamAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+
+#: FAPI 2.0 Security Profile §5.3.2.1: nbf and iat more than 60 s ahead are refused.
+FAPI2_MAX_SKEW = 60
+#: FAPI 2.0 Message Signing §5.4: a JARM response's exp at most 10 minutes ahead.
+MESSAGE_SIGNING_JARM_LIFETIME = 600
 
 
 class RegistryError(Exception):
@@ -391,6 +405,7 @@ def load_registry(settings: Settings) -> ClientRegistry:
                 f"{sealed} fits none of the keys in its jwks (RSA-OAEP* needs an RSA key, "
                 "ECDH-ES* an EC or X25519 key, with use enc or no use): add one"
             )
+        _check_profile(meta, keys, settings, source)
         clients.append(
             RegisteredClient(
                 meta=meta,
@@ -408,6 +423,47 @@ def load_registry(settings: Settings) -> ClientRegistry:
             )
         )
     return ClientRegistry(clients)
+
+
+def _check_profile(meta: Client, keys: KeySet | None, settings: Settings, source: str) -> None:
+    """What the FAPI 2.0 profiles ask of a client, refused at start (Security Profile
+    §5.3.2.1 and §5.4, Message Signing §5.3 and §5.4)."""
+    profile = meta.profile or settings.profile
+    if profile == "oauth2":
+        return
+    where = f"{source}: client {meta.client_id!r} (profile {profile})"
+    allowed = ", ".join(FAPI2_SIGNING_ALGS)
+    if meta.auth_method != "private_key_jwt":
+        raise RegistryError(
+            f"{where}: FAPI 2.0 clients authenticate with private_key_jwt: register jwks or"
+            " jwks_uri and token_endpoint_auth_method private_key_jwt"
+        )
+    for name in ("request_object_signing_alg", "authorization_signed_response_alg"):
+        alg = getattr(meta, name)
+        if alg is not None and alg not in FAPI2_SIGNING_ALGS:
+            raise RegistryError(f"{where}: {name} {alg} is not allowed (FAPI 2.0: {allowed})")
+    for index, key in enumerate(keys or ()):
+        problem = fapi2_key_problem(key)
+        if problem is not None:
+            raise RegistryError(f"{where}: jwks key #{index} is {problem}")
+    if settings.clock_skew_seconds > FAPI2_MAX_SKEW:
+        raise RegistryError(
+            f"{where}: JARGATE_CLOCK_SKEW_SECONDS must be at most {FAPI2_MAX_SKEW} (FAPI 2.0"
+            " refuses nbf and iat more than 60 s ahead)"
+        )
+    if profile != "fapi2-message-signing":
+        return
+    jarm_alg = meta.authorization_signed_response_alg or settings.jarm_default_alg
+    if jarm_alg not in FAPI2_SIGNING_ALGS:
+        raise RegistryError(
+            f"{where}: JARM responses would be signed with {jarm_alg}: set"
+            f" authorization_signed_response_alg or JARGATE_JARM_DEFAULT_ALG to one of {allowed}"
+        )
+    if settings.jarm_lifetime_seconds > MESSAGE_SIGNING_JARM_LIFETIME:
+        raise RegistryError(
+            f"{where}: JARGATE_JARM_LIFETIME_SECONDS must be at most"
+            f" {MESSAGE_SIGNING_JARM_LIFETIME} (FAPI 2.0 Message Signing §5.4)"
+        )
 
 
 def _encrypts_to(alg: str, key: Key) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, SIGNING_ALGS
+from proxy.algorithms import ENCRYPTION_ALGS, ENCRYPTION_ENCS, FAPI2_SIGNING_ALGS, SIGNING_ALGS
 from proxy.keyring import Keyring
 from proxy.request.params import JWT_MODES, PLAIN_MODES
 from proxy.settings import Settings
@@ -63,18 +63,29 @@ def gateway_fields(settings: Settings, keyring: Keyring) -> dict[str, Any]:
     """The metadata the gateway is responsible for (RFC 9101 §9, RFC 9126 §5, JARM §4,
     RFC 9207 §3). ``request_uri_parameter_supported`` is explicit: its default is true."""
     origin = origin_of(settings.issuer)
+    fapi2 = settings.profile != "oauth2"
+    algs = FAPI2_SIGNING_ALGS if fapi2 else SIGNING_ALGS
     fields: dict[str, Any] = {
         "request_parameter_supported": True,
         "request_uri_parameter_supported": True,
         "require_request_uri_registration": True,
-        "request_object_signing_alg_values_supported": list(SIGNING_ALGS),
-        "authorization_signing_alg_values_supported": list(keyring.signing_algs),
+        "request_object_signing_alg_values_supported": list(algs),
+        "authorization_signing_alg_values_supported": [
+            alg for alg in keyring.signing_algs if alg in algs
+        ],
         "authorization_encryption_alg_values_supported": list(ENCRYPTION_ALGS),
         "authorization_encryption_enc_values_supported": list(ENCRYPTION_ENCS),
         "authorization_response_iss_parameter_supported": settings.require_registered_clients,
         "pushed_authorization_request_endpoint": origin + settings.par_path,
-        "require_pushed_authorization_requests": settings.require_par,
+        "require_pushed_authorization_requests": settings.require_par or fapi2,
+        "token_endpoint_auth_signing_alg_values_supported": list(algs),
     }
+    if fapi2:
+        # FAPI 2.0 Security Profile §5.3.2.2: the code flow only.
+        fields["response_types_supported"] = ["code"]
+    if settings.profile == "fapi2-message-signing":
+        fields["require_signed_request_object"] = True
+        fields["response_modes_supported"] = sorted(JWT_MODES)
     if keyring.decryption_algs:
         fields["request_object_encryption_alg_values_supported"] = list(keyring.decryption_algs)
         fields["request_object_encryption_enc_values_supported"] = list(ENCRYPTION_ENCS)
@@ -99,7 +110,6 @@ def augment(
     result["token_endpoint"] = origin_of(settings.issuer) + token_path
     result["code_challenge_methods_supported"] = code_challenge_methods(settings)
     result["token_endpoint_auth_methods_supported"] = auth_methods(document, settings)
-    result["token_endpoint_auth_signing_alg_values_supported"] = list(SIGNING_ALGS)
     # RFC 9207 section 2.4: claimed only when every response through the gateway has iss:
     # registered clients get the gateway's; unregistered ones only what the upstream adds.
     if claimed_iss:

@@ -17,6 +17,7 @@ with the RFC's code, an HTTP status and a stable rule id) or an outage, a
     │   ├── RequestNotSupported           request_not_supported     400
     │   ├── RequestUriNotSupported        request_uri_not_supported 400
     │   ├── UnauthorizedClient            unauthorized_client       400
+    │   ├── UnsupportedResponseType       unsupported_response_type 400
     │   ├── InvalidClient                 invalid_client            401
     │   ├── InvalidGrant                  invalid_grant             400
     │   └── ServerError                   server_error              500
@@ -201,6 +202,13 @@ class UnauthorizedClient(Refusal):
 
     rule = "client.unauthorized"
     error = "unauthorized_client"
+
+
+class UnsupportedResponseType(Refusal):
+    """RFC 6749 §4.1.2.1: the response type is not allowed (FAPI 2.0: code only)."""
+
+    rule = "fapi2.response_type"
+    error = "unsupported_response_type"
 
 
 class InvalidClient(Refusal):

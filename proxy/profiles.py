@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .algorithms import FAPI2_SIGNING_ALGS, SIGNING_ALGS
+
 if TYPE_CHECKING:
     from .clients import RegisteredClient
     from .settings import Profile, Settings
@@ -31,8 +33,19 @@ class Policy:
 
     @property
     def fapi2(self) -> bool:
-        """True under either FAPI 2.0 profile."""
+        """True under either FAPI 2.0 profile: PAR, ``response_type=code``, a redirect URI,
+        PS256/ES256/EdDSA, strong keys, the issuer as a client assertion's ``aud``."""
         return self.profile != "oauth2"
+
+    @property
+    def message_signing(self) -> bool:
+        """FAPI 2.0 Message Signing: signed request objects at PAR, JARM responses."""
+        return self.profile == "fapi2-message-signing"
+
+    @property
+    def signing_algs(self) -> tuple[str, ...]:
+        """The algorithms request objects and client assertions may be signed with."""
+        return FAPI2_SIGNING_ALGS if self.fapi2 else SIGNING_ALGS
 
 
 def policy_of(settings: Settings, client: RegisteredClient | None) -> Policy:

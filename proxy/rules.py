@@ -119,6 +119,10 @@ RULES: dict[str, str] = {
     "pkce.plain": "code_challenge_method plain, where PKCE is required",
     "pkce.method": "an unknown code_challenge_method",
     "pkce.challenge": "a malformed code_challenge, or a method without one",
+    # FAPI 2.0 (JARGATE_PROFILE, a client's profile)
+    "fapi2.response_type": "a response_type other than code (unsupported_response_type)",
+    "fapi2.redirect_uri": "no redirect_uri in the request",
+    "fapi2.response_mode": "a plain response_mode under Message Signing (JARM only)",
     # the token endpoint
     "token.query": "token request parameters in the query",
     "token.grant_type": "a registered client's token request without grant_type",

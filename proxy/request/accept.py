@@ -23,6 +23,7 @@ from proxy.profiles import policy_of
 from proxy.response.deliver import returns_tokens
 from proxy.settings import Settings
 
+from .fapi2 import check_fapi2_request
 from .obtain import check_request_object_size, describe_source, fetch_request_object
 from .params import RESPONSE_MODES, parameters_from_claims
 from .verify import (
@@ -134,9 +135,10 @@ async def verified_request(
             params["request_uri"], client, settings, app[appkeys.FETCH], app[appkeys.STORE]
         )
     depth = settings.max_json_depth
+    policy = policy_of(settings, client)
     signed, encrypted = decrypt_request_object(token, app[appkeys.KEYRING], client, depth)
     verified = await verify_request_object(
-        signed, client, app[appkeys.JWKS_CACHE], encrypted, depth
+        signed, client, app[appkeys.JWKS_CACHE], encrypted, depth, allowed=policy.signing_algs
     )
     validate_claims(verified, client, params, settings)
     inner = parameters_from_claims(verified.claims)
@@ -146,7 +148,8 @@ async def verified_request(
     try:
         require_response_type(inner)
         check_response_mode(destination, client)
-        check_challenge(inner, policy_of(settings, client))
+        check_challenge(inner, policy)
+        destination = check_fapi2_request(inner, destination, policy)
     except Refusal as refusal:
         raise refusal.to(destination) from None
     claim = jti_claim(client, verified, settings)
@@ -155,7 +158,8 @@ async def verified_request(
 
 def plain_request(params: dict[str, str], client: RegisteredClient, settings: Settings) -> Accepted:
     """A plain authorization request from a registered client."""
-    if client.meta.require_signed_request_object:
+    policy = policy_of(settings, client)
+    if client.meta.require_signed_request_object or policy.message_signing:
         raise PolicyRefusal(
             "this client must send a signed request object", rule="policy.signed_request_object"
         )
@@ -168,7 +172,8 @@ def plain_request(params: dict[str, str], client: RegisteredClient, settings: Se
     if "response_type" not in params:
         raise InvalidRequest("response_type is required", rule="request.response_type")
     check_response_mode(destination, client)
-    check_challenge(params, policy_of(settings, client))
+    check_challenge(params, policy)
+    destination = check_fapi2_request(params, destination, policy)
     return Accepted(params=params, destination=destination, source="plain")
 
 

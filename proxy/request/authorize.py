@@ -21,6 +21,7 @@ from proxy.clients import RegisteredClient
 from proxy.compact import may_be_jose
 from proxy.errors import InvalidRequest, PolicyRefusal, Refusal, UnauthorizedClient
 from proxy.observability import note
+from proxy.profiles import policy_of
 
 from .accept import (
     Accepted,
@@ -74,7 +75,9 @@ async def registered(
     source = describe_source(params)
     reported: PolicyRefusal | None = None
     if source != "par" and (
-        settings.require_par or client.meta.require_pushed_authorization_requests
+        settings.require_par
+        or client.meta.require_pushed_authorization_requests
+        or policy_of(settings, client).fapi2
     ):
         reported = reported_or_raise(
             settings,

@@ -214,7 +214,13 @@ async def verify_assertion_signature(
     request-object rules, as ``client_assertion.*``)."""
     try:
         return await verify_client_jws(
-            assertion, client, keys, None, ASSERTION, max_depth=settings.max_json_depth
+            assertion,
+            client,
+            keys,
+            None,
+            ASSERTION,
+            max_depth=settings.max_json_depth,
+            allowed=policy_of(settings, client).signing_algs,
         )
     except InvalidRequestObject as exc:
         raise InvalidClient(exc.description, rule=assertion_rule(exc.rule)) from None

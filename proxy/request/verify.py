@@ -47,6 +47,7 @@ from proxy.compact import (
 )
 from proxy.errors import ForgottenByStore, InvalidRequestObject, ReplayedObject
 from proxy.keyring import Keyring
+from proxy.profiles import policy_of
 from proxy.settings import Settings
 from proxy.store import Store, hashed_key
 
@@ -55,6 +56,8 @@ log = logging.getLogger("jargate.verify")
 #: ``typ`` values accepted (RFC 9101 §10.8, RFC 8725 §3.11), after dropping ``application/``.
 ACCEPTED_TYPES = frozenset({"oauth-authz-req+jwt", "jwt"})
 MAX_JTI_BYTES = 64
+#: FAPI 2.0 Message Signing §5.3.1: a request object's nbf and exp within 60 minutes.
+MESSAGE_SIGNING_LIFETIME = 3600
 #: What a request object is called in descriptions.
 OBJECT = "request object"
 
@@ -143,9 +146,11 @@ async def verify_request_object(
     jwks: ClientKeys,
     encrypted: bool = False,
     max_depth: int = DEFAULT_JSON_DEPTH,
+    *,
+    allowed: tuple[str, ...] = SIGNING_ALGS,
 ) -> VerifiedObject:
     """Check the request object's signature (:func:`verify_client_jws`), honouring the
-    client's ``request_object_signing_alg``."""
+    client's ``request_object_signing_alg`` and its profile's ``allowed`` algorithms."""
     read = await verify_client_jws(
         token,
         client,
@@ -153,6 +158,7 @@ async def verify_request_object(
         client.meta.request_object_signing_alg,
         "request object",
         max_depth=max_depth,
+        allowed=allowed,
     )
     return VerifiedObject(read.header, read.claims, encrypted, read.payload)
 
@@ -165,13 +171,14 @@ async def verify_client_jws(
     kind: str,
     *,
     max_depth: int = DEFAULT_JSON_DEPTH,
+    allowed: tuple[str, ...] = SIGNING_ALGS,
 ) -> ReadJws:
     """Check a JWS the client signed (a request object or a client assertion) with the
     client's registered keys only; return it, read (:mod:`proxy.compact`).
 
     ``jku``, ``x5u``, ``jwk`` and ``x5c`` in the header are never used; ``kid`` selects
-    among the client's keys; the alg must be on the allow-list, fit the key, and equal
-    ``pinned`` when the client registered one.
+    among the client's keys; the alg must be on the allow-list (``allowed``: the client's
+    profile's), fit the key, and equal ``pinned`` when the client registered one.
     """
     read = read_jws(token, kind, max_depth)
     header = read.header
@@ -180,7 +187,7 @@ async def verify_client_jws(
         raise InvalidRequestObject(
             f"unsigned {kind}s (alg none) are refused", rule="request_object.alg"
         )
-    if not isinstance(alg, str) or alg not in SIGNING_ALGS:
+    if not isinstance(alg, str) or alg not in SIGNING_ALGS or alg not in allowed:
         raise InvalidRequestObject(f"{kind} alg {alg!r} is not allowed", rule="request_object.alg")
     if pinned is not None and alg != pinned:
         raise InvalidRequestObject(
@@ -343,6 +350,30 @@ def _lifetime(
             )
 
 
+def _message_signing_times(
+    verified: VerifiedObject,
+    client: RegisteredClient,
+    outer: dict[str, str],
+    settings: Settings,
+    now: float,
+) -> None:
+    """FAPI 2.0 Message Signing §5.3.1: ``nbf`` required, no more than 60 minutes before
+    now or before ``exp``."""
+    if not policy_of(settings, client).message_signing:
+        return
+    exp, nbf = numeric_value(verified.claims, "exp"), numeric_value(verified.claims, "nbf")
+    if nbf is None:
+        raise InvalidRequestObject("nbf is required", rule="request_object.nbf")
+    if now - nbf > MESSAGE_SIGNING_LIFETIME + settings.clock_skew_seconds:
+        raise InvalidRequestObject(
+            "nbf is more than 60 minutes in the past", rule="request_object.nbf"
+        )
+    if exp is not None and exp - nbf > MESSAGE_SIGNING_LIFETIME:
+        raise InvalidRequestObject(
+            "exp is more than 60 minutes after nbf", rule="request_object.lifetime"
+        )
+
+
 def _jti(
     verified: VerifiedObject,
     client: RegisteredClient,
@@ -418,6 +449,7 @@ CLAIM_RULES: tuple[ClaimRule, ...] = (
     _nbf,
     _iat,
     _lifetime,
+    _message_signing_times,
     _jti,
     _nested,
     _client_id,
