@@ -9,6 +9,7 @@ without them these tests are skipped, and `make test` says so in one loud line.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -16,14 +17,17 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 
 from proxy.app import create_app
 from proxy.clients import load_registry
+from proxy.demo.legacy import LEGACY
 from proxy.store import MemoryStore
 from tests.conftest import AiohttpServer
+from tests.legacy_upstream import Recorder, legacy_app
 from tests.support import REPO, free_port, make_settings
 
 INTEROP = REPO / "tests" / "interop"
@@ -58,7 +62,9 @@ class Peers:
     rp_port: int
     kind: str
 
-    async def run(self, flow: str, client_id: str = "jar-ps256") -> dict[str, Any]:
+    async def run(
+        self, flow: str, client_id: str = "jar-ps256", jarm_alg: str | None = None
+    ) -> dict[str, Any]:
         """Run one openid-client flow in Node and return its outcome."""
         key, alg = (PS256_KEY, "PS256") if client_id == "jar-ps256" else (ES256_KEY, "ES256")
         client = {
@@ -66,7 +72,7 @@ class Peers:
             "client_secret": SECRET,
             "key": {**key.as_dict(private=True), "kid": key.kid},
             "alg": alg,
-            "jarm_alg": alg,
+            "jarm_alg": jarm_alg or alg,
         }
         process = await asyncio.create_subprocess_exec(
             "node",
@@ -146,11 +152,7 @@ async def peers(
         assert b"ready" in await asyncio.wait_for(process.stdout.readline(), timeout=30)
         authorization_path = "/auth"
     else:
-        from tests.legacy_upstream import legacy_app
-
         legacy = legacy_app(issuer=issuer)
-        from proxy.demo.legacy import LEGACY
-
         legacy[LEGACY].login_required = True
         await aiohttp_server(legacy, port=upstream_port)
         authorization_path = "/authorize"
@@ -236,3 +238,68 @@ async def test_tampered_request_object_ends_without_a_code(peers: Peers) -> None
     # and the gateway (which alone calls the upstream's authorization endpoint) refused.
     assert 1 == len(outcome["trail"]), outcome["trail"]
     assert outcome["trail"][0].endswith("-> 400")
+
+
+FAPI_CLIENT = "fapi2-rp"
+UPSTREAM_SECRET = "only-the-legacy-server-knows-this"
+
+
+@pytest.fixture(params=["fapi2-message-signing", "fapi2"])
+async def fapi_peers(
+    request: pytest.FixtureRequest, aiohttp_server: AiohttpServer
+) -> tuple[Peers, Recorder]:
+    """jargate under a FAPI 2.0 profile (``JARGATE_PROFILE``) in front of the bundled legacy
+    server, which ignores PKCE and knows the client only by a secret."""
+    gateway_port, upstream_port, rp_port = free_port(), free_port(), free_port()
+    issuer = f"http://127.0.0.1:{gateway_port}"
+    recorder = Recorder()
+    legacy = legacy_app(recorder, issuer=issuer)
+    legacy[LEGACY].check_pkce = False
+    legacy[LEGACY].client_secrets = {FAPI_CLIENT: UPSTREAM_SECRET}
+    await aiohttp_server(legacy, port=upstream_port)
+    entry = {
+        "client_id": FAPI_CLIENT,
+        "redirect_uris": [f"http://127.0.0.1:{rp_port}/cb"],
+        "jwks": {"keys": [ES256_KEY.as_dict(private=False)]},
+        "token_endpoint_auth_method": "private_key_jwt",
+        "require_signed_request_object": True,
+        "require_pushed_authorization_requests": True,
+        "authorization_signed_response_alg": "PS256",
+        "upstream_token_endpoint_auth_method": "client_secret_basic",
+        "upstream_client_secret": UPSTREAM_SECRET,
+    }
+    settings = make_settings(
+        f"http://127.0.0.1:{upstream_port}",
+        issuer=issuer,
+        upstream_jwks_path="/jwks",
+        profile=request.param,
+        clients=json.dumps({"clients": [entry]}),
+    )
+    app = create_app(settings, registry=load_registry(settings), store=MemoryStore())
+    await aiohttp_server(app, port=gateway_port)
+    return Peers(issuer=issuer, rp_port=rp_port, kind=request.param), recorder
+
+
+async def test_fapi2_message_signing_with_the_librarys_own_settings(
+    fapi_peers: tuple[Peers, Recorder],
+) -> None:
+    """(7) openid-client as FAPI 2.0 Message Signing asks (private_key_jwt, a signed request
+    object pushed, PKCE S256, JARM, the ID token's signature checked) through the gateway's
+    FAPI 2.0 profiles; the legacy server sees plain requests, and its secret in Basic."""
+    peers, recorder = fapi_peers
+    outcome = await peers.run("fapi2", FAPI_CLIENT, jarm_alg="PS256")
+    assert_success(outcome)
+    assert ["response"] == outcome["query"]
+    assert peers.issuer == outcome["id_token_iss"]
+    assert {"client_id", "request"} == set(outcome["pushed"])
+    assert {"client_id", "request_uri"} == set(outcome["authorization_url_params"])
+    (exchange,) = [r for r in recorder.requests if r.raw_path == "/token"]
+    basic = base64.b64encode(f"{FAPI_CLIENT}:{UPSTREAM_SECRET}".encode()).decode()
+    assert "Basic " + basic == exchange.headers["Authorization"]
+    sent = dict(parse_qsl(exchange.body.decode()))
+    assert {"grant_type", "code", "redirect_uri", "code_verifier"} == set(sent)
+    for received in recorder.requests:
+        names = {name for name, _ in parse_qsl(urlsplit(received.raw_path).query)}
+        names |= {name for name, _ in parse_qsl(received.body.decode())}
+        assert not names & {"request", "request_uri"}, received.raw_path
+    assert any(r.raw_path.startswith("/authorize?") for r in recorder.requests)

@@ -151,11 +151,52 @@ async function authorize({ jar: useJar = true, jarm, responseMode, par = false, 
   }
 }
 
+// FAPI 2.0 Message Signing as openid-client does it (oauth4webapi's
+// examples/fapi2-message-signing.ts): private_key_jwt everywhere, a signed request object
+// pushed (PAR), PKCE S256, response_mode=jwt (JARM), and the ID token's signature checked
+// for non-repudiation. DPoP and mTLS are left out: the gateway binds no tokens; http on
+// loopback needs allowInsecureRequests.
+async function fapi2() {
+  const signing = await signingKey();
+  const config = await client.discovery(
+    new URL(ISSUER),
+    CLIENT.client_id,
+    {
+      redirect_uris: [redirectUri],
+      token_endpoint_auth_method: 'private_key_jwt',
+      authorization_signed_response_alg: CLIENT.jarm_alg,
+    },
+    client.PrivateKeyJwt(signing),
+    { execute: [client.allowInsecureRequests, client.useJwtResponseMode, client.enableNonRepudiationChecks] },
+  );
+  const verifier = client.randomPKCECodeVerifier();
+  const nonce = client.randomNonce();
+  const params = {
+    redirect_uri: redirectUri,
+    scope: 'openid',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    nonce,
+  };
+  const { searchParams: signed } = await client.buildAuthorizationUrlWithJAR(config, params, signing);
+  const url = await client.buildAuthorizationUrlWithPAR(config, signed);
+  const server = callbackServer(config, { pkceCodeVerifier: verifier, expectedNonce: nonce });
+  await new Promise((resolve) => server.listen(Number(RP_PORT), '127.0.0.1', resolve));
+  try {
+    const result = await browse(url);
+    const outcome = result.body.startsWith('{') ? JSON.parse(result.body) : {};
+    return { flow, pushed: [...signed.keys()], authorization_url_params: [...url.searchParams.keys()], trail: result.trail, status: result.status, ...outcome, gateway_error: outcome.ok === undefined ? result.body.slice(0, 300) : undefined };
+  } finally {
+    server.close();
+  }
+}
+
 const FLOWS = {
   'jar-query-jwt': () => authorize({ jarm: true, responseMode: 'query.jwt' }),
   'par-jwt': () => authorize({ jarm: true, responseMode: 'jwt', par: true }),
   'form-post-jwt': () => authorize({ jarm: true, responseMode: 'form_post.jwt' }),
   plain: () => authorize({ jar: false }),
+  fapi2,
   tampered: () => authorize({ jarm: true, responseMode: 'query.jwt', tamper: true }),
   discovery: async () => {
     const config = await configuration(false);
