@@ -149,7 +149,7 @@ async def verified_request(
         require_response_type(inner)
         check_response_mode(destination, client)
         check_challenge(inner, policy)
-        destination = check_fapi2_request(inner, destination, policy)
+        inner, destination = check_fapi2_request(inner, destination, policy)
     except Refusal as refusal:
         raise refusal.to(destination) from None
     claim = jti_claim(client, verified, settings)
@@ -173,7 +173,7 @@ def plain_request(params: dict[str, str], client: RegisteredClient, settings: Se
         raise InvalidRequest("response_type is required", rule="request.response_type")
     check_response_mode(destination, client)
     check_challenge(params, policy)
-    destination = check_fapi2_request(params, destination, policy)
+    params, destination = check_fapi2_request(params, destination, policy)
     return Accepted(params=params, destination=destination, source="plain")
 
 

@@ -20,11 +20,11 @@ from .params import JWT_MODES
 
 def check_fapi2_request(
     params: dict[str, str], destination: Destination, policy: Policy
-) -> Destination:
-    """The request as the client's profile wants it; where its response goes (in JARM
-    under Message Signing)."""
+) -> tuple[dict[str, str], Destination]:
+    """The request as the client's profile wants it, and where its response goes (in JARM
+    under Message Signing: the parameters then name the mode, so a pushed request keeps it)."""
     if not policy.fapi2:
-        return destination
+        return params, destination
     if params.get("response_type") != "code":
         raise UnsupportedResponseType(
             "only response_type code is allowed (FAPI 2.0)", rule="fapi2.response_type"
@@ -32,12 +32,12 @@ def check_fapi2_request(
     if "redirect_uri" not in params:
         raise InvalidRequest("redirect_uri is required (FAPI 2.0)", rule="fapi2.redirect_uri")
     if not policy.message_signing:
-        return destination
+        return params, destination
     if destination.response_mode is None:
-        return replace(destination, response_mode="jwt")
+        return {**params, "response_mode": "jwt"}, replace(destination, response_mode="jwt")
     if destination.response_mode not in JWT_MODES:
         raise InvalidRequest(
             "the response must be a JWT (JARM) under FAPI 2.0 Message Signing",
             rule="fapi2.response_mode",
         )
-    return destination
+    return params, destination
