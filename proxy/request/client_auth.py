@@ -11,7 +11,6 @@ Another method than the registered one, or more than one, is refused.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import time
 from collections.abc import Callable
@@ -74,7 +73,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     """RFC 6749 §2.3.1: form-urlencoded id and secret, base64 joined by a colon."""
     try:
         decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode("utf-8")
-    except (IndexError, binascii.Error, UnicodeDecodeError):
+    except (IndexError, ValueError):  # binascii.Error, UnicodeDecodeError, non-ASCII text
         raise InvalidClient(
             "malformed Basic credentials", rule="client_authentication.basic"
         ) from None

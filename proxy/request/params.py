@@ -118,8 +118,9 @@ class RawParameters:
 def check_form_body(request: web.BaseRequest) -> None:
     """A body the gateway reads itself must mean to it what it means to the upstream: a
     UTF-8 form, not encoded."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
+    # Every Content-Encoding field: a server may read another one than the first.
+    codings = ",".join(request.headers.getall("Content-Encoding", ("identity",)))
+    if {coding.strip().lower() for coding in codings.split(",")} != {"identity"}:
         raise InvalidRequest(
             "the body must not be content-encoded", rule="parameters.body_encoding"
         )

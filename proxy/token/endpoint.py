@@ -96,27 +96,34 @@ async def token(request: web.Request) -> web.StreamResponse:
     form = RawParameters([], pairs).single()
     client = _registered_client(request, form)
     if client is None:
-        return await _send(request, await read_request_body(request), None)
+        await _refuse_registered_code(request, form)
+        return await _send(request, await read_request_body(request))
     note(request, client.client_id, "token")
     policy = policy_of(settings, client)
     translated = client.meta.upstream_token_endpoint_auth_method is not None
-    if translated:
+    if translated or policy.fapi2:
+        # FAPI 2.0's assertion rules hold here too, whoever checks the assertion after us.
         await authenticate_client(request, form, "token")
     grant = form.get("grant_type")
     if not grant:
         raise InvalidRequest("grant_type is required", rule="token.grant_type")
+    if policy.fapi2 and grant == "password":
+        raise UnauthorizedClient(
+            "the password grant is not allowed (FAPI 2.0)", rule="fapi2.grant_type"
+        )
     added: list[tuple[str, str]] = []
-    if grant == "authorization_code":
+    # A code is checked whatever grant_type says: a server may read it under any.
+    if grant == "authorization_code" or "code" in form:
         added = await _redeem_code(request, form, client, policy)
     decide(request, client.client_id, "accepted", "none", "token")
     if not translated:
         body = await read_request_body(request)
         if added:
             body += b"&" + urlencode(added).encode("ascii")
-        return await _send(request, body, None)
+        return await _send(request, body)
     kept = [(name, value) for name, value in pairs if name not in AUTHENTICATION_PARAMETERS]
     body, authorization = _upstream_authentication(kept + added, client)
-    return await _send(request, body, authorization)
+    return await _send(request, body, authorization, own_credentials=False)
 
 
 def _registered_client(request: web.Request, form: dict[str, str]) -> RegisteredClient | None:
@@ -140,6 +147,19 @@ def _registered_client(request: web.Request, form: dict[str, str]) -> Registered
             raise UnauthorizedClient("this client is not registered", rule="client.unregistered")
         return None
     return registry.get(found.pop())
+
+
+async def _refuse_registered_code(request: web.Request, form: dict[str, str]) -> None:
+    """A code the gateway delivered to a registered client is redeemed only by that client,
+    through the guard: not by a request naming no client, or an unregistered one."""
+    code = form.get("code")
+    if not code:
+        return
+    record = await delivered_code(request.app[appkeys.STORE], code)
+    if record is not None and request.app[appkeys.REGISTRY].get(record.client_id) is not None:
+        raise InvalidGrant(
+            "the code is unknown, expired or not this client's", rule="token.code_client"
+        )
 
 
 async def _redeem_code(
@@ -218,14 +238,23 @@ def _upstream_authentication(
     return urlencode(pairs).encode("ascii"), authorization
 
 
-async def _send(request: web.Request, body: bytes, authorization: str | None) -> web.StreamResponse:
-    """The token request to the upstream, and its answer back unchanged."""
+async def _send(
+    request: web.Request,
+    body: bytes,
+    authorization: str | None = None,
+    *,
+    own_credentials: bool = True,
+) -> web.StreamResponse:
+    """The token request to the upstream's token path (never another path the client's
+    spelling reaches there), and its answer back unchanged. ``own_credentials=False``:
+    the client's Authorization and cookies stay here (the gateway authenticates it)."""
     upstream_pool = request.app[appkeys.UPSTREAM]
     upstream = await upstream_pool.open(
         request,
+        raw_target=request.app[appkeys.TOKEN_PATH].path,
         read_body=body,
         request_id=REQUEST_ID.get(),
-        credentials=authorization is None,
+        credentials=own_credentials,
         authorization=authorization,
     )
     try:
