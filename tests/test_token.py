@@ -472,3 +472,14 @@ async def test_the_store_keeps_no_code(
         assert code not in key + str(counter.get(key))
     counter.close()
     await store.close()
+
+
+async def test_registered_clients_only_refuses_a_request_naming_no_client(
+    aiohttp_client: AiohttpClient, blind: Legacy
+) -> None:
+    """JARGATE_REQUIRE_REGISTERED_CLIENTS: a token request that names no client, or an
+    unregistered one, never reaches the upstream."""
+    client = await guard(aiohttp_client, blind, require_registered_clients=True)
+    for form in ({"grant_type": "refresh_token"}, {"grant_type": "x", "client_id": "stranger"}):
+        response = await client.post("/token", data={**form, "refresh_token": "rt"})
+        await refused(response, blind, "unauthorized_client")

@@ -143,7 +143,7 @@ def _registered_client(request: web.Request, form: dict[str, str]) -> Registered
             "the request names more than one client", rule="client_authentication.client_id"
         )
     if not found:
-        if ids and app[appkeys.SETTINGS].require_registered_clients:
+        if app[appkeys.SETTINGS].require_registered_clients:
             raise UnauthorizedClient("this client is not registered", rule="client.unregistered")
         return None
     return registry.get(found.pop())
