@@ -53,6 +53,8 @@ UpstreamAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"
 
 #: FAPI 2.0 Security Profile §5.3.2.1: nbf and iat more than 60 s ahead are refused.
 FAPI2_MAX_SKEW = 60
+#: FAPI 2.0 Security Profile §5.3.2.2: a pushed request's expires_in below 600 s.
+FAPI2_MAX_PAR_TTL = 600
 #: FAPI 2.0 Message Signing §5.4: a JARM response's exp at most 10 minutes ahead.
 MESSAGE_SIGNING_JARM_LIFETIME = 600
 
@@ -450,6 +452,11 @@ def _check_profile(meta: Client, keys: KeySet | None, settings: Settings, source
         raise RegistryError(
             f"{where}: JARGATE_CLOCK_SKEW_SECONDS must be at most {FAPI2_MAX_SKEW} (FAPI 2.0"
             " refuses nbf and iat more than 60 s ahead)"
+        )
+    if settings.par_ttl_seconds >= FAPI2_MAX_PAR_TTL:
+        raise RegistryError(
+            f"{where}: JARGATE_PAR_TTL_SECONDS must be below {FAPI2_MAX_PAR_TTL} (FAPI 2.0"
+            " §5.3.2.2: a request_uri lives less than 600 s)"
         )
     if profile != "fapi2-message-signing":
         return

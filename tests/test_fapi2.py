@@ -433,8 +433,9 @@ async def test_fapi2_sp_final_attempt_to_use_expired_auth_code(
             "JARM responses would be signed with RS256",
         ),
         ({}, {"clock_skew_seconds": 90}, "at most 60"),
+        ({}, {"par_ttl_seconds": 600}, "below 600"),
     ],
-    ids=["weak-rsa-key", "secret-authentication", "rs256-pinned", "rs256-jarm", "skew"],
+    ids=["weak-rsa-key", "secret-authentication", "rs256-pinned", "rs256-jarm", "skew", "par-ttl"],
 )
 def test_what_fapi2_forbids_is_refused_at_start(
     change: dict[str, Any], settings: dict[str, Any], problem: str
