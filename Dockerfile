@@ -11,12 +11,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/jargate
-# Dependencies first, in a layer of their own: it changes only with pyproject.toml.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && /opt/jargate/bin/pip install --no-cache-dir --requirement requirements.txt
+# Dependencies first, in a layer of their own: exactly the versions and hashes of the lock
+# (tests/test_release.py checks it covers pyproject.toml; docs/deployment.md regenerates it).
+COPY requirements.lock ./
+RUN /opt/jargate/bin/pip install --no-cache-dir --require-hashes --requirement requirements.lock
 # Then the code: the same wheel the tests build and install (tests/test_container.py).
-COPY README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY proxy ./proxy
 RUN /opt/jargate/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/jargate/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \

@@ -79,11 +79,13 @@ def test_dockerfile_follows_our_rules(dockerfile: DockerfileParser) -> None:
         i["value"] for i in dockerfile.structure if i["instruction"] == "RUN"
     )
     assert "--no-cache-dir" in build_stage_runs
+    assert "--require-hashes --requirement requirements.lock" in build_stage_runs
 
 
 @pytest.fixture(scope="module")
 def installed_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A fresh venv with the wheel the Dockerfile builds and installs."""
+    """A fresh venv installed as the Dockerfile installs it: the lock with its hashes
+    checked (pip refuses a lock missing any dependency), then the wheel without deps."""
     root = tmp_path_factory.mktemp("image")
     wheels, venv = root / "wheels", root / "venv"
     build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir"]
@@ -91,8 +93,11 @@ def installed_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     (wheel,) = wheels.glob("jargate-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*install, str(wheel)], check=True, capture_output=True)
+    pip = [python, "-m", "pip", "--disable-pip-version-check"]
+    locked = [*pip, "install", "--quiet", "--require-hashes", "--requirement"]
+    subprocess.run([*locked, str(REPO / "requirements.lock")], check=True, capture_output=True)
+    subprocess.run([*pip, "install", "--quiet", "--no-deps", str(wheel)], check=True)
+    subprocess.run([*pip, "check"], check=True, capture_output=True)
     return python
 
 
