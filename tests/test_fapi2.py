@@ -64,11 +64,22 @@ async def fapi(
     return await aiohttp_client(app)
 
 
+class Ahead(int):
+    """A time relative to when the test runs (parameters are built at collection, minutes
+    before a test of a long run starts)."""
+
+
+def at_run(claims: dict[str, Any]) -> dict[str, Any]:
+    """``claims`` with each :class:`Ahead` made a NumericDate from now."""
+    now = int(time.time())
+    return {k: now + int(v) if isinstance(v, Ahead) else v for k, v in claims.items()}
+
+
 def authentication(**claims: Any) -> dict[str, str]:
     return {
         "client_id": "bank",
         "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": assertion("bank", EC, **claims),
+        "client_assertion": assertion("bank", EC, **at_run(claims)),
     }
 
 
@@ -88,7 +99,7 @@ def authorization(**params: Any) -> dict[str, str]:
 def request_object(alg: str = "ES256", **claims: Any) -> str:
     now = int(time.time())
     defaults = {"code_challenge": CHALLENGE, "code_challenge_method": "S256"}
-    built = Claims("bank").build(**{**defaults, "nbf": now, "exp": now + 300, **claims})
+    built = Claims("bank").build(**{**defaults, "nbf": now, "exp": now + 300, **at_run(claims)})
     return sign(built, alg, key=EC if alg.startswith("ES") else RSA)
 
 
@@ -237,8 +248,8 @@ async def test_fapi2_sp_final_par_refusals(
         ({"aud": [ISSUER + "/par"]}, "as a string"),
         ({"aud": ISSUER + "/token"}, "as a string"),
         ({"aud": [ISSUER]}, "as a string"),
-        ({"nbf": int(time.time()) + 90, "iat": int(time.time()) + 90}, "not valid yet"),
-        ({"exp": int(time.time()) - 300}, "expired"),
+        ({"nbf": Ahead(90), "iat": Ahead(90)}, "not valid yet"),
+        ({"exp": Ahead(-300)}, "expired"),
     ],
     ids=[
         "fapi2_sp_final_par_endpoint_as_audience_fails",
@@ -291,8 +302,8 @@ async def test_fapi2_sp_final_ensure_signed_client_assertion_with_rs256_fails(
     [
         ({"exp": DROP}, "ES256", "exp is required"),
         ({"nbf": DROP}, "ES256", "nbf is required"),
-        ({"nbf": int(time.time()) - 3900, "exp": int(time.time()) + 60}, "ES256", "60 minutes"),
-        ({"exp": int(time.time()) + 3900}, "ES256", "60 minutes"),
+        ({"nbf": Ahead(-3900), "exp": Ahead(60)}, "ES256", "60 minutes"),
+        ({"exp": Ahead(3900)}, "ES256", "60 minutes"),
         ({"aud": "https://www.other1.example.com/"}, "ES256", "aud"),
         ({}, "RS256", "not allowed"),
     ],
@@ -316,7 +327,7 @@ async def test_fapi2_ms_request_object_refusals(
 
 @pytest.mark.parametrize(
     "claims",
-    [{"nbf": int(time.time()) + 8}, {"aud": [ISSUER, "https://other.example"]}],
+    [{"nbf": Ahead(8)}, {"aud": [ISSUER, "https://other.example"]}],
     ids=[
         "fapi2_sp_final_ensure_request_object_with_nbf_8_seconds_in_the_future_is_accepted",
         "fapi2_sp_final_ensure_server_accepts_request_object_with_multiple_aud",
