@@ -118,6 +118,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.STORE] = build_store(url, settings.max_pending_plain_flows_per_address)
     opened = app[appkeys.STORE]
     metrics.store_resets.read = lambda: opened.memory_resets
+    opened.latency = metrics.store_latency
     # A store down now is retried by every operation and by readiness.
     with contextlib.suppress(StoreUnavailable):
         await opened.ping()
@@ -130,6 +131,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     async with Upstream.create_session(settings) as session:
         upstream = app[appkeys.UPSTREAM] = Upstream(session, settings)
+        upstream.latency = app[appkeys.METRICS].upstream_latency
         yield
         if upstream.kept is not None:
             upstream.kept.close()

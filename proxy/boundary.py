@@ -11,13 +11,13 @@ is counted and logged with its rule, on the request's access line.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 
 from aiohttp import web
 
 from . import appkeys
+from . import error_page as page
 from .errors import (
     GatewayError,
     InvalidClient,
@@ -26,18 +26,16 @@ from .errors import (
     StoreUnavailable,
     TemporarilyUnavailable,
 )
-from .observability import DECISION, ERROR, FLOW, decide
+from .observability import DECISION, ERROR, FLOW, REQUEST_ID, decide
 from .response.deliver import RESPONSE_HEADERS, deliver
 from .routing import BACK_CHANNEL
 
 log = logging.getLogger("jargate")
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Authorization error</title>
-<meta name="robots" content="noindex"></head>
-<body><h1>Authorization error</h1><p><code>{error}</code></p><p>{description}</p></body></html>
-"""
 _PAGE_HEADERS = {**RESPONSE_HEADERS, "X-Content-Type-Options": "nosniff"}
+#: The HTML page loads nothing and runs nothing; an operator's page may carry its own
+#: inline styles and data: images.
+_PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def wants_html(request: web.BaseRequest) -> bool:
@@ -76,11 +74,10 @@ def _count(request: web.Request, err: GatewayError) -> None:
         decide(request, flow.client_id, "refused", err.error, flow.source, reason=err.rule)
 
 
-def error_page(
-    request: web.BaseRequest, err: GatewayError, json_only: bool = False
-) -> web.Response:
+def error_page(request: web.Request, err: GatewayError, json_only: bool = False) -> web.Response:
     """The gateway answers itself: JSON ``{error, error_description}``, or HTML for browsers
-    (never for back-channel endpoints: ``json_only``)."""
+    (never for back-channel endpoints: ``json_only``): the settings' page template, with
+    the request id for support."""
     headers = dict(_PAGE_HEADERS)
     scheme = request.headers.get("Authorization", "").strip().split(None, 1)
     if isinstance(err, InvalidClient) and scheme and scheme[0].lower() == "basic":
@@ -88,8 +85,9 @@ def error_page(
     if isinstance(err, MethodNotAllowed):
         headers["Allow"] = err.allow
     if not json_only and wants_html(request):
-        headers["Content-Security-Policy"] = "default-src 'none'"
-        body = _PAGE.format(error=html.escape(err.error), description=html.escape(err.description))
+        headers["Content-Security-Policy"] = _PAGE_POLICY
+        template = request.app[appkeys.SETTINGS].error_page
+        body = page.render(template, err.error, err.description, REQUEST_ID.get())
         return web.Response(status=err.status, text=body, content_type="text/html", headers=headers)
     payload = {"error": err.error, "error_description": err.description}
     return web.Response(

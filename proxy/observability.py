@@ -24,12 +24,21 @@ from math import isfinite
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from . import appkeys
+from . import __version__, appkeys
 from .errors import StoreUnavailable
+from .latency import store_seconds, upstream_seconds
 from .routing import PASS_THROUGH, ROUTE, Handler
 from .serving import drop_server_banner
 from .settings import Network
@@ -110,15 +119,45 @@ def _json_value(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+#: Each millisecond's tail of an RFC 3339 time, formatted once.
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+class _Timestamps:
+    """RFC 3339 UTC times to the millisecond (``2026-12-03T18:40:50.123Z``): the date and
+    time of the last second seen are formatted once, so a line costs a lookup and a join,
+    as little as the Unix time it replaced."""
+
+    def __init__(self) -> None:
+        #: (the Unix second, its text): one tuple, replaced whole, safe across threads.
+        self._last: tuple[int, str] = (-1, "")
+
+    def __call__(self, created: float) -> str:
+        second, text = self._last
+        within = created - second
+        if not 0 <= within < 1:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._last = (second, text)
+            within = created - second
+        return text + _MILLISECONDS[int(within * 1000)]
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, extras.
+    """One JSON object per line: time (``ts``, RFC 3339 UTC), level, logger, message,
+    request id, extras.
 
     Written field by field with JSON's own escaping, cheaper than a dict through
     ``json.dumps``; tests/test_observability.py reads any message and extras back."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamp = _Timestamps()
+
     def format(self, record: logging.LogRecord) -> str:
         parts = [
-            f'{{"ts":{record.created:.3f},"level":{_quote(record.levelname.lower())},'
+            f'{{"ts":"{self._timestamp(record.created)}",'
+            f'"level":{_quote(record.levelname.lower())},'
             f'"logger":{_quote(record.name)},"msg":{_quote(record.getMessage())}'
         ]
         request_id = REQUEST_ID.get()
@@ -159,10 +198,14 @@ def _text_field(value: str, bare: re.Pattern[str]) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with the same extras, for a terminal: ``level logger: [request
-    id] message  key=value ...``. A record is one line: a field with spaces, quotes or
-    unsafe characters is quoted with those escaped. A traceback follows on lines that
-    begin ``  | ``, which no record's own line does."""
+    """Human-readable lines with the same extras, for a terminal: ``time level logger:
+    [request id] message  key=value ...``, the time as JSON lines write it. A record is one
+    line: a field with spaces, quotes or unsafe characters is quoted with those escaped. A
+    traceback follows on lines that begin ``  | ``, which no record's own line does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamp = _Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
@@ -175,7 +218,7 @@ class TextFormatter(logging.Formatter):
         level = _text_field(record.levelname.lower(), _BARE_VALUE)
         logger = _text_field(record.name, _BARE_VALUE)
         message = _text_field(record.getMessage(), _BARE_MESSAGE)
-        line = f"{level:7} {logger}: {prefix}{message}"
+        line = f"{self._timestamp(record.created)} {level:7} {logger}: {prefix}{message}"
         if extras:
             line += f"  {extras}"
         if record.exc_info and record.exc_info[0] is not None:
@@ -269,10 +312,20 @@ class StoreResets:
 
 
 class Metrics:
-    """The gateway's Prometheus metrics, in a registry of their own (no global state)."""
+    """The gateway's Prometheus metrics, in a registry of their own (no global state),
+    with the standard ``process_*``, ``python_gc_*`` and ``python_info`` families."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Gauge(
+            "jargate_build_info",
+            "The running gateway's version (always 1)",
+            ["version"],
+            registry=self.registry,
+        ).labels(__version__).set(1)
         self.requests = RequestStats()
         self.registry.register(self.requests)
         self.upstream_errors = Counter(
@@ -294,6 +347,11 @@ class Metrics:
         )
         self.store_resets = StoreResets()
         self.registry.register(self.store_resets)
+        #: Given to the store and the upstream client, which observe into them.
+        self.store_latency = store_seconds()
+        self.registry.register(self.store_latency)
+        self.upstream_latency = upstream_seconds()
+        self.registry.register(self.upstream_latency)
         self._decision_children: dict[tuple[str, str, str, str], Counter] = {}
         self.decisions = Counter(
             "jargate_authorization_decisions",

@@ -15,9 +15,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import error_page
 from .algorithms import SigningAlg
 
 #: The rule sets of JARGATE_PROFILE and the registry's ``profile`` (proxy/profiles.py).
@@ -88,6 +96,9 @@ class Settings(BaseSettings):
     par_ttl_seconds: int = Field(default=90, ge=1, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    # Beyond the contract: the page browsers get for the gateway's own errors
+    # (proxy/error_page.py), read and checked at start; None: the built-in page.
+    error_page_file: Path | None = None
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
     request_uri_allow_http: bool = False
@@ -114,6 +125,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=131072, ge=8192, le=4 * 1024 * 1024)
     max_request_object_bytes: int = Field(default=65536, ge=4096, le=1024 * 1024)
     max_json_depth: int = Field(default=16, ge=4, le=64)
+    #: The error page's template: the file's text, read once at start.
+    _error_page: str = PrivateAttr(default=error_page.DEFAULT)
 
     @field_validator(
         "log_level", "enforcement", "log_format", "flow_cookie_samesite", "profile", mode="before"
@@ -159,6 +172,23 @@ class Settings(BaseSettings):
         if value is None:
             return None
         return _absolute_path(value, f"{ENV_PREFIX}{info.field_name.upper()}")
+
+    @field_validator("error_page_file")
+    @classmethod
+    def _error_page_file(cls, value: Path | None) -> Path | None:
+        # Checked here, so that a refusal names the setting; kept by model_post_init.
+        if value is not None:
+            error_page.read(value)
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if self.error_page_file is not None:
+            self._error_page = error_page.read(self.error_page_file)
+
+    @property
+    def error_page(self) -> str:
+        """The template of the gateway's error page (:mod:`proxy.error_page`)."""
+        return self._error_page
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .errors import StoreUnavailable, TooManyPendingFlows
+from .latency import Latency, store_seconds
 from .redis_connections import Command, Connections, StoreMemory, sentinel_master, watch_cluster
 
 PREFIX = "jargate:"
@@ -59,6 +60,9 @@ def hashed_key(kind: str, *parts: str) -> str:
 
 class Store(Protocol):
     """What the gateway needs from a store. TTLs are in seconds (> 0)."""
+
+    #: Where each operation's time goes (the gateway gives its metrics' histogram).
+    latency: Latency
 
     @property
     def memory_since(self) -> float:
@@ -199,6 +203,7 @@ class MemoryStore:
         #: Nothing is remembered from before the store was made.
         self.memory_since = time.time()
         self.memory_resets = 0
+        self.latency = store_seconds()
 
     def __len__(self) -> int:
         return len(self._verified) + len(self._unverified)
@@ -241,33 +246,50 @@ class MemoryStore:
         self._add(entries, expiries, source)
 
     async def claim_once(self, key: str, ttl: float) -> bool:
-        now = time.monotonic()
-        if self._live(key, now) is not None:
-            return False
-        self._put_verified(((key, "1", ttl),), now)
-        return True
+        started = now = time.monotonic()
+        try:
+            if self._live(key, now) is not None:
+                return False
+            self._put_verified(((key, "1", ttl),), now)
+            return True
+        finally:
+            self.latency.observe(time.monotonic() - started, "claim_once")
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        self._put_verified(((key, value, ttl),), time.monotonic())
+        started = time.monotonic()
+        try:
+            self._put_verified(((key, value, ttl),), started)
+        finally:
+            self.latency.observe(time.monotonic() - started, "put")
 
     async def put_many(
         self, entries: Sequence[tuple[str, str, float]], *, unverified_source: str | None = None
     ) -> None:
-        now = time.monotonic()
-        if unverified_source is None:
-            self._put_verified(entries, now)
-        else:
-            self._put_unverified(entries, unverified_source, now)
+        started = time.monotonic()
+        try:
+            if unverified_source is None:
+                self._put_verified(entries, started)
+            else:
+                self._put_unverified(entries, unverified_source, started)
+        finally:
+            self.latency.observe(time.monotonic() - started, "put_many")
 
     async def take(self, key: str) -> str | None:
-        now = time.monotonic()
-        for region in (self._verified, self._unverified):
-            if region.live(key, now) is not None:
-                return region.pop(key)
-        return None
+        started = time.monotonic()
+        try:
+            for region in (self._verified, self._unverified):
+                if region.live(key, started) is not None:
+                    return region.pop(key)
+            return None
+        finally:
+            self.latency.observe(time.monotonic() - started, "take")
 
     async def peek(self, key: str) -> str | None:
-        return self._live(key, time.monotonic())
+        started = time.monotonic()
+        try:
+            return self._live(key, started)
+        finally:
+            self.latency.observe(time.monotonic() - started, "peek")
 
     async def ping(self) -> None:
         return None
@@ -305,6 +327,7 @@ class RedisStore:
         self._timeout = timeout
         self._per_source = max_pending_per_source
         self._memory = StoreMemory()
+        self.latency = store_seconds()
         #: Standalone and Sentinel: commands on the pool's connections. A Cluster client
         #: routes every key to its node, so its commands go through the client.
         self._connections: Connections | None = None
@@ -321,13 +344,15 @@ class RedisStore:
     def memory_resets(self) -> int:
         return self._memory.resets
 
-    async def _call(self, *args: str | int) -> Any:
+    async def _call(self, operation: str, *args: str | int) -> Any:
         """One command within the deadline; any failure is :class:`StoreUnavailable`."""
-        return (await self._pipeline((args,)))[0]
+        return (await self._pipeline(operation, (args,)))[0]
 
-    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        """Commands in one round trip (a Cluster: one a node), within the deadline; any
-        failure (an error reply included) is :class:`StoreUnavailable`."""
+    async def _pipeline(self, operation: str, commands: Sequence[Command]) -> list[Any]:
+        """Commands in one round trip (a Cluster: one a node), within the deadline, timed
+        under ``operation``; any failure (an error reply included) is
+        :class:`StoreUnavailable`."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 if self._connections is not None:
@@ -340,6 +365,8 @@ class RedisStore:
                 return await pipeline.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable() from exc
+        finally:
+            self.latency.observe(time.perf_counter() - started, operation)
 
     @classmethod
     def from_url(
@@ -377,10 +404,11 @@ class RedisStore:
     async def claim_once(self, key: str, ttl: float) -> bool:
         # SET NX answers OK when it set the key and nil when the key was there (the
         # cluster client's reply callback turns OK into True).
-        return bool(await self._call("SET", PREFIX + key, "1", "NX", "PX", _ttl_ms(ttl)))
+        claimed = await self._call("claim_once", "SET", PREFIX + key, "1", "NX", "PX", _ttl_ms(ttl))
+        return bool(claimed)
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._call("SET", PREFIX + key, value, "PX", _ttl_ms(ttl))
+        await self._call("put", "SET", PREFIX + key, value, "PX", _ttl_ms(ttl))
 
     async def put_many(
         self, entries: Sequence[tuple[str, str, float]], *, unverified_source: str | None = None
@@ -389,25 +417,26 @@ class RedisStore:
         if not writes:
             return
         if unverified_source is None:
-            await self._pipeline(writes)
+            await self._pipeline("put_many", writes)
             return
         counter = PREFIX + hashed_key("pending", unverified_source)
         window = max(write[4] for write in writes)
         replies = await self._pipeline(
-            [("SET", counter, 0, "NX", "PX", window), ("INCRBY", counter, len(writes)), *writes]
+            "put_many",
+            [("SET", counter, 0, "NX", "PX", window), ("INCRBY", counter, len(writes)), *writes],
         )
         if int(replies[1]) > self._per_source:
-            await self._pipeline([("DEL", write[1]) for write in writes])
+            await self._pipeline("put_many", [("DEL", write[1]) for write in writes])
             raise TooManyPendingFlows()
 
     async def take(self, key: str) -> str | None:
-        return _text(await self._call("GETDEL", PREFIX + key))
+        return _text(await self._call("take", "GETDEL", PREFIX + key))
 
     async def peek(self, key: str) -> str | None:
-        return _text(await self._call("GET", PREFIX + key))
+        return _text(await self._call("peek", "GET", PREFIX + key))
 
     async def ping(self) -> None:
-        await self._call("PING")
+        await self._call("ping", "PING")
 
     async def close(self) -> None:
         if self._connections is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Protocol
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .keepalive import METHODS as KEPT_METHODS
 from .keepalive import KeptConnections
+from .latency import Latency, upstream_seconds
 from .persistence import GuardedConnector
 from .settings import Network, Settings
 
@@ -255,6 +257,9 @@ class Upstream:
         )
         #: The upstream URL's own path (no trailing slash), before every request target.
         self.prefix = base.raw_path.rstrip("/")
+        #: Where each request's time to its answer's head goes (the gateway gives its
+        #: metrics' histogram).
+        self.latency: Latency = upstream_seconds()
 
     @staticmethod
     def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -319,6 +324,7 @@ class Upstream:
             raise InvalidRequest(
                 "the request target must be a path (origin-form)", rule="route.target"
             )
+        started = time.perf_counter()
         try:
             if body is None and self.kept is not None and method in KEPT_METHODS:
                 return await self.kept.request(method, self.prefix + target, headers)
@@ -336,6 +342,8 @@ class Upstream:
             raise UpstreamTimeout() from exc
         except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
             raise UpstreamUnavailable() from exc
+        finally:
+            self.latency.observe(time.perf_counter() - started)
 
     async def relay(
         self,

@@ -10,13 +10,24 @@ import logging
 import re
 import sys
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observability import REQUEST_ID, JsonFormatter, TextFormatter
+import proxy
+from proxy.app import create_app
+from proxy.errors import StoreUnavailable
+from proxy.keyring import Keyring
+from proxy.observability import REQUEST_ID, JsonFormatter, Metrics, TextFormatter, _Timestamps
+from proxy.store import RedisStore, Store
+from tests.conftest import AiohttpClient, Jar, Legacy
+from tests.jar import Claims, sign
+from tests.support import free_port, make_settings
+from tests.test_jar import authorize
 
 text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
 #: The values an ``extra`` may carry: JSON's own kinds, and anything else (shown as str).
@@ -25,6 +36,8 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=6,
 )
+#: A JSON line's ``ts`` and a text line's first field: UTC, to the millisecond.
+RFC_3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(
     lambda name: (
         name not in logging.makeLogRecord({}).__dict__
@@ -69,7 +82,7 @@ def test_any_message_and_extras_read_back(
     assert {**own, **{k: expected(v) for k, v in extra.items()}} == json.loads(
         json.dumps({k: v for k, v in parsed.items() if k != "ts"})
     )
-    assert isinstance(parsed["ts"], float)
+    assert RFC_3339.fullmatch(parsed["ts"])
 
 
 def test_line_fields_in_order_and_hostile_values() -> None:
@@ -154,7 +167,7 @@ any_key = st.text(st.characters(blacklist_categories=[]), min_size=1, max_size=1
 QUOTED = r'"(?:[^"\\]|\\.)*"'
 PAIR = rf'({QUOTED}|[^\s"=]+)=({QUOTED}|[^\s"]+)'
 TEXT_LINE = re.compile(
-    rf'\S+ +\S+: (?:\[({QUOTED}|[^\s"\[\]]+)\] )?'
+    rf'\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z \S+ +\S+: (?:\[({QUOTED}|[^\s"\[\]]+)\] )?'
     rf'({QUOTED}|[^\s"\[][^\s"]*(?: [^\s"]+)*)(?:  ({PAIR}(?: {PAIR})*))?'
 )
 
@@ -247,3 +260,122 @@ def test_every_unsafe_character_is_escaped(fmt: str) -> None:
     assert [written] == written.splitlines()
     assert set() == UNSAFE & set(written)
     assert (message, message) == (read_back(fmt, written)[1], read_back(fmt, written)[2]["path"])
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def test_json_ts_and_text_lines_start_with_the_records_rfc_3339_time() -> None:
+    """JSON ``ts`` is the record's time in RFC 3339 UTC to the millisecond; a text line
+    starts with the same time, then the level."""
+    for fmt in ("json", "text"):
+        record = logging.getLogger("jargate.test").makeRecord(
+            "jargate.test", logging.INFO, "(unknown file)", 0, "m", (), None
+        )
+        record.created = 1796323250.1239
+        written = formatter(fmt).format(record)
+        stamp = json.loads(written)["ts"] if fmt == "json" else written.split(" ", 1)[0]
+        assert "2026-12-03T18:40:50.123Z" == stamp, fmt
+        if fmt == "text":
+            assert written.startswith("2026-12-03T18:40:50.123Z info    jargate.test: m")
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4102444800), min_size=1, max_size=20))
+def test_timestamps_read_back_whatever_order_times_come_in(times: list[float]) -> None:
+    """Times in any order (the same second, the next, a clock stepped back): each one is the
+    record's own time, truncated to the millisecond, as datetime formats it."""
+    stamps = _Timestamps()
+    for created in times:
+        stamp = stamps(created)
+        assert RFC_3339.fullmatch(stamp)
+        whole = datetime.fromtimestamp(int(created), UTC)
+        expected_ms = int((created - int(created)) * 1000)
+        assert f"{whole:%Y-%m-%dT%H:%M:%S}.{expected_ms:03d}Z" == stamp
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def families(metrics: Metrics) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+
+
+def count_of(metrics: Metrics, name: str, **labels: str) -> float:
+    """The ``_count`` sample of histogram ``name`` with ``labels`` (0 when absent)."""
+    for sample in families(metrics)[name].samples:
+        if sample.name == f"{name}_count" and sample.labels == labels:
+            return float(sample.value)
+    return 0.0
+
+
+def test_build_info_and_the_standard_process_metrics() -> None:
+    """``jargate_build_info{version}`` is 1 with the package's version; the process,
+    platform and GC collectors are in the gateway's own registry (not the global one)."""
+    metrics = Metrics()
+    found = families(metrics)
+    (build,) = found["jargate_build_info"].samples
+    assert ({"version": proxy.__version__}, 1.0) == (build.labels, build.value)
+    assert {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections",
+    } <= set(found)
+    # Two gateways in one process (the tests, workers' set-up) each have their own.
+    assert "jargate_build_info" in families(Metrics())
+
+
+async def test_store_operations_are_timed(store: Store) -> None:
+    """Each store operation (both stores) is one observation under its own name."""
+    metrics = Metrics()
+    store.latency = metrics.store_latency
+    assert await store.claim_once("timed", 10)
+    assert not await store.claim_once("timed", 10)
+    await store.put("k", "v", 10)
+    await store.put_many([("a", "1", 10), ("b", "2", 10)])
+    assert "v" == await store.peek("k")
+    assert "v" == await store.take("k")
+    seen = {
+        operation: count_of(metrics, "jargate_store_seconds", operation=operation)
+        for operation in ("claim_once", "put", "put_many", "peek", "take")
+    }
+    assert {"claim_once": 2, "put": 1, "put_many": 1, "peek": 1, "take": 1} == seen
+
+
+async def test_a_failing_store_operation_is_timed_too() -> None:
+    """A Redis that is not there: the operation fails closed and its time is observed."""
+    metrics = Metrics()
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    store.latency = metrics.store_latency
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.claim_once("k", 10)
+    finally:
+        await store.close()
+    assert 1 == count_of(metrics, "jargate_store_seconds", operation="claim_once")
+
+
+async def test_a_gateway_times_its_store_and_its_upstream(jar: Jar, legacy: Legacy) -> None:
+    """Through the gateway: an accepted request object claims its jti in the store, and
+    each request the upstream received is one upstream observation."""
+    metrics = Metrics()
+    client = await jar(metrics=metrics)
+    assert 0 == count_of(metrics, "jargate_upstream_seconds")
+    response = await authorize(client, client_id="app", request=sign(Claims().build(), "ES256"))
+    assert 302 == response.status
+    assert 1 <= count_of(metrics, "jargate_store_seconds", operation="claim_once")
+    await client.get("/plain")
+    assert len(legacy.recorder.requests) == count_of(metrics, "jargate_upstream_seconds") == 2
+
+
+async def test_an_unreachable_upstream_is_timed(aiohttp_client: AiohttpClient) -> None:
+    """An upstream that refuses connections: 502 and one observation of the attempt."""
+    metrics = Metrics()
+    settings = make_settings(f"http://127.0.0.1:{free_port()}")
+    app = create_app(settings, keyring=Keyring.throwaway(["ES256"]), metrics=metrics)
+    client = await aiohttp_client(app)
+    response = await client.get("/plain")
+    assert 502 == response.status
+    assert 1 == count_of(metrics, "jargate_upstream_seconds")

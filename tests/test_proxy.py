@@ -474,7 +474,9 @@ async def test_error_page_is_html_for_browsers(aiohttp_client: AiohttpClient) ->
     page = await client.get("/x", headers={"Accept": "text/html,application/xhtml+xml"})
     assert page.content_type == "text/html"
     assert "temporarily_unavailable" in await page.text()
-    assert page.headers["Content-Security-Policy"] == "default-src 'none'"
+    assert page.headers["Content-Security-Policy"] == (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    )
 
 
 async def test_every_route_is_observed(gateway: GatewayFactory, legacy: Legacy) -> None:
