@@ -4,6 +4,7 @@ answers (:mod:`proxy.boundary`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -14,14 +15,14 @@ from . import appkeys
 from .boundary import answer, unexpected
 from .client_keys import JwksCache
 from .clients import ClientRegistry
+from .config import LiveConfig, Reloader, make_config
 from .discovery import served_paths
 from .errors import StoreUnavailable
 from .keyring import Keyring
-from .loading import check_keys_cover_clients, load_keyring, load_registry
+from .loading import load_keyring, load_registry
 from .metadata import Metadata
 from .observability import REQUEST_ID, Metrics, healthz, observing, readiness
 from .persistence import GuardedConnector
-from .query import prequote
 from .request.authorize import authorize
 from .request.obtain import RequestUriFetches, create_fetch_session
 from .request.par import push
@@ -47,7 +48,7 @@ def create_app(
     """Build the gateway. Anything not given is loaded from ``settings``."""
     registry = load_registry(settings) if registry is None else registry
     keyring = load_keyring(settings, registry) if keyring is None else keyring
-    check_keys_cover_clients(settings, registry, keyring)
+    live = LiveConfig(make_config(settings, registry, keyring))
     metrics = Metrics() if metrics is None else metrics
     app = web.Application(
         # Bodies the gateway reads itself (POSTed authorization requests); proxied
@@ -64,20 +65,18 @@ def create_app(
     )
     app.on_response_prepare.append(drop_server_banner)
     app[appkeys.SETTINGS] = settings
-    app[appkeys.REGISTRY] = registry
-    app[appkeys.KEYRING] = keyring
+    app[appkeys.CONFIG] = live
     app[appkeys.METRICS] = metrics
-    # ``iss`` in every response, a registered redirect URI in every forwarded query.
-    app[appkeys.PREQUOTED] = prequote(
-        [settings.issuer, *(uri for client in registry for uri in client.meta.redirect_uris)]
-    )
+    app[appkeys.RELOADER] = Reloader(settings, live, metrics)
     app[appkeys.METADATA] = Metadata()
     app[appkeys.TOKEN_PATH] = TokenPath()
     if store is not None:
         app[appkeys.STORE] = store
     router = Router(routes(settings, app[appkeys.METADATA]), pass_through, answer, unexpected)
     app[appkeys.ROUTER] = router
-    app.cleanup_ctx.extend([store_ctx, upstream_ctx, token_route_ctx, outbound_ctx, fetch_ctx])
+    app.cleanup_ctx.extend(
+        [store_ctx, upstream_ctx, token_route_ctx, outbound_ctx, fetch_ctx, watch_ctx]
+    )
     observed = observing(metrics, settings.trusted_proxies)
     # Every path, line breaks included ("." would stop at one), goes through the router.
     app.router.add_route("*", r"/{tail:[\s\S]*}", observed(router.dispatch))
@@ -152,3 +151,17 @@ async def fetch_ctx(app: web.Application) -> AsyncIterator[None]:
     async with create_fetch_session(app[appkeys.SETTINGS]) as session:
         app[appkeys.FETCH] = RequestUriFetches(session)
         yield
+
+
+async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Polls the configuration's files for changes (``JARGATE_RELOAD_INTERVAL_SECONDS``,
+    0: never; ``SIGHUP`` reloads either way)."""
+    interval = app[appkeys.SETTINGS].reload_interval_seconds
+    if not interval:
+        yield
+        return
+    task = asyncio.create_task(app[appkeys.RELOADER].watch(interval))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

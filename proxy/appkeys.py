@@ -11,11 +11,9 @@ if TYPE_CHECKING:
     import aiohttp
 
     from .client_keys import JwksCache
-    from .clients import ClientRegistry
-    from .keyring import Keyring
+    from .config import LiveConfig, Reloader
     from .metadata import Metadata
     from .observability import Metrics
-    from .query import Prequoted
     from .request.obtain import RequestUriFetches
     from .routing import Router
     from .settings import Settings
@@ -24,8 +22,11 @@ if TYPE_CHECKING:
     from .upstream import Upstream
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
-REGISTRY: web.AppKey[ClientRegistry] = web.AppKey("registry")
-KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
+#: The registry, keys and prequoted values in use, swapped whole by a reload
+#: (:mod:`proxy.config`; a request reads them with :func:`proxy.config.config_of`).
+CONFIG: web.AppKey[LiveConfig] = web.AppKey("config")
+#: Reloads ``CONFIG`` (file changes, SIGHUP).
+RELOADER: web.AppKey[Reloader] = web.AppKey("reloader")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 STORE: web.AppKey[Store] = web.AppKey("store")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
@@ -35,8 +36,6 @@ JWKS_CACHE: web.AppKey[JwksCache] = web.AppKey("jwks_cache")
 METADATA: web.AppKey[Metadata] = web.AppKey("metadata")
 #: request_uri fetches: a separate session whose resolver refuses non-public addresses.
 FETCH: web.AppKey[RequestUriFetches] = web.AppKey("fetch")
-#: The configured values quoted once for the queries the gateway writes (:mod:`proxy.query`).
-PREQUOTED: web.AppKey[Prequoted] = web.AppKey("prequoted")
 #: The one router of the gateway's own paths (the token path joins it at start).
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 #: Where the upstream's token endpoint is, which the gateway serves (known at start).

@@ -52,7 +52,7 @@ async def answer(request: web.Request, err: GatewayError) -> web.StreamResponse:
     back_channel = request.get(BACK_CHANNEL, False)
     if err.destination is not None and not back_channel:
         params = [("error", err.error), ("error_description", err.description)]
-        return await deliver(request.app, err.destination, params)
+        return await deliver(request, err.destination, params)
     return error_page(request, err, json_only=back_channel)
 
 

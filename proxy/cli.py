@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 from joserfc.jwk import Key, import_key
 
-from . import __version__
+from . import __version__, appkeys
 from .algorithms import RSA_SIZES
 from .app import create_app
 from .clients import ClientRegistry, RegistryError, load_registry
@@ -102,7 +102,8 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def _run_workers(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> int:
     """JARGATE_WORKERS processes sharing the port (SO_REUSEPORT); the kernel spreads the
-    connections. SIGTERM and SIGINT are passed on; each worker drains on its own."""
+    connections. SIGTERM and SIGINT are passed on (each worker drains on its own), and
+    SIGHUP (each worker reloads on its own)."""
     context = multiprocessing.get_context("fork")
     workers = [
         context.Process(target=_run_worker, args=(settings, registry, keyring), daemon=False)
@@ -118,6 +119,7 @@ def _run_workers(settings: Settings, registry: ClientRegistry, keyring: Keyring)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     for worker in workers:
         worker.join()
     return max((worker.exitcode or 0) for worker in workers)
@@ -128,6 +130,15 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        # Kept referenced until done: the loop holds tasks only weakly.
+        task = loop.create_task(app[appkeys.RELOADER].reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     runner = gateway_runner(app, settings, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     runners = [runner]

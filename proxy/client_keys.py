@@ -84,8 +84,9 @@ class JwksCache:
     refetch_interval: float = 60.0
     max_bytes: int = 256 * 1024
     timeout: float = 5.0
-    _entries: dict[str, _CachedJwks] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: By client and URI: a reload that gives a client another jwks_uri drops its old keys.
+    _entries: dict[tuple[str, str], _CachedJwks] = field(default_factory=dict)
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     async def keys_for(self, client: RegisteredClient, kid: str | None = None) -> KeySet:
         """The client's verification keys; inline ones directly, ``jwks_uri`` ones cached.
@@ -99,11 +100,11 @@ class JwksCache:
         client_id, uri = client.client_id, client.meta.jwks_uri
         if uri is None:
             raise ClientKeysUnavailable(f"client {client_id!r} registered no keys")
-        entry = self._entries.get(client_id)
+        entry = self._entries.get((client_id, uri))
         if entry is not None and not self._wants_fetch(entry, kid):
             return entry.served()
-        async with self._locks.setdefault(client_id, asyncio.Lock()):
-            latest = self._entries.get(client_id)
+        async with self._locks.setdefault((client_id, uri), asyncio.Lock()):
+            latest = self._entries.get((client_id, uri))
             if latest is not None and latest is not entry:  # attempted while this waited
                 return latest.served()
             now = time.monotonic()
@@ -118,7 +119,7 @@ class JwksCache:
                         "jwks_uri fetch failed; using the cached keys",
                         extra={"client_id": client_id},
                     )
-            self._entries[client_id] = latest
+            self._entries[client_id, uri] = latest
             return latest.served()
 
     def _wants_fetch(self, entry: _CachedJwks, kid: str | None) -> bool:

@@ -361,14 +361,24 @@ def _read_document(settings: Settings) -> tuple[Any, str]:
             if path.suffix == ".json":
                 return json.loads(text), source
             return yaml.safe_load(text), source
-        except (ValueError, yaml.YAMLError) as exc:
+        except ValueError as exc:
             raise RegistryError(f"{source}: cannot parse ({exc})") from None
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"{source}: cannot parse ({_yaml_problem(exc)})") from None
     if settings.clients is not None:
         try:
             return json.loads(settings.clients), "JARGATE_CLIENTS"
         except ValueError as exc:
             raise RegistryError(f"JARGATE_CLIENTS: not JSON ({exc})") from None
     return {"clients": []}, "no registry"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line (it may hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return type(exc).__name__
 
 
 def load_registry(settings: Settings) -> ClientRegistry:

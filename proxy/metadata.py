@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,8 +26,10 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.bodies import BodyTooLarge, read_body
+from proxy.config import config_of
 from proxy.discovery import DISCOVERY_PATHS, augment, built_document, candidate_paths
 from proxy.errors import TemporarilyUnavailable, UpstreamTimeout, UpstreamUnavailable
+from proxy.keyring import Keyring
 from proxy.routing import Handler
 from proxy.settings import Settings
 
@@ -46,11 +48,15 @@ log = logging.getLogger("jargate.metadata")
 
 @dataclass(slots=True)
 class _Cached:
-    """A document as served, until ``expires_at``; or the failure to answer instead."""
+    """A document as served, until ``expires_at``; or the failure to answer instead. It
+    was built from ``upstream`` (the upstream's document) with ``keyring``: a reload's new
+    keys rebuild it from the same upstream document, without asking the upstream again."""
 
     document: dict[str, Any] | None
     expires_at: float
     failure: type[TemporarilyUnavailable] | None = None
+    upstream: dict[str, Any] | None = None
+    keyring: Keyring | None = None
 
 
 class Metadata:
@@ -62,10 +68,11 @@ class Metadata:
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def document(self, app: web.Application) -> dict[str, Any]:
+    async def document(self, request: web.Request) -> dict[str, Any]:
         """The discovery document: the upstream's, wherever it keeps it, augmented; or one
         built from the settings."""
-        settings, keyring = app[appkeys.SETTINGS], app[appkeys.KEYRING]
+        app = request.app
+        settings, keyring = app[appkeys.SETTINGS], config_of(request).keyring
         token_path = app[appkeys.TOKEN_PATH].path
 
         def build(upstream: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,25 +80,26 @@ class Metadata:
                 return augment(upstream, settings, keyring, token_path)
             return built_document(settings, keyring, token_path)
 
-        return await self._cached(app, _DISCOVERY, build)
+        return await self._cached(app, _DISCOVERY, build, keyring)
 
     async def discovery(self, request: web.Request) -> web.Response:
         """Serve the discovery document (at each of its paths, in any spelling)."""
-        document = await self.document(request.app)
+        document = await self.document(request)
         return web.json_response(document, headers=_JSON_HEADERS)
 
     async def jwks(self, request: web.Request) -> web.Response:
         """The gateway's public keys."""
-        return web.json_response(request.app[appkeys.KEYRING].public_jwks(), headers=_JSON_HEADERS)
+        return web.json_response(config_of(request).keyring.public_jwks(), headers=_JSON_HEADERS)
 
     def merged_jwks_for(self, path: str) -> Handler:
         """The handler serving the upstream's JWKS at ``path`` (``JARGATE_UPSTREAM_JWKS_PATH``)
         with the gateway's public keys added (the upstream's own kids win)."""
 
         async def merged_jwks(request: web.Request) -> web.Response:
-            public = request.app[appkeys.KEYRING].public_jwks()["keys"]
+            keyring = config_of(request).keyring
+            public = keyring.public_jwks()["keys"]
             merged = await self._cached(
-                request.app, path, lambda upstream: merge_jwks(upstream, public)
+                request.app, path, lambda upstream: merge_jwks(upstream, public), keyring
             )
             return web.json_response(merged, headers=_JSON_HEADERS)
 
@@ -102,18 +110,23 @@ class Metadata:
         app: web.Application,
         path: str,
         build: Callable[[dict[str, Any] | None], dict[str, Any]],
+        keyring: Keyring,
     ) -> dict[str, Any]:
         """What ``build`` makes of the upstream's document at ``path``, cached for
         :data:`CACHE_SECONDS`. On a miss one request fetches while the others wait for
         it. A failed fetch keeps serving the document fetched before, or answers the
-        failure, for :data:`FAILURE_SECONDS`; then the upstream is asked again."""
+        failure, for :data:`FAILURE_SECONDS`; then the upstream is asked again. A
+        document built with other keys than ``keyring`` (a reload) is built again."""
         entry = self._cache.get(path)
         if entry is None or entry.expires_at <= time.monotonic():
             async with self._locks.setdefault(path, asyncio.Lock()):
                 entry = self._cache.get(path)
                 if entry is None or entry.expires_at <= time.monotonic():
-                    entry = await self._refresh(app, path, build, entry)
+                    entry = await self._refresh(app, path, build, entry, keyring)
                     self._cache[path] = entry
+        if entry.document is not None and entry.keyring is not keyring:
+            entry = replace(entry, document=build(entry.upstream), keyring=keyring)
+            self._cache[path] = entry
         if entry.document is None:
             raise (entry.failure or UpstreamUnavailable)()
         return entry.document
@@ -124,6 +137,7 @@ class Metadata:
         path: str,
         build: Callable[[dict[str, Any] | None], dict[str, Any]],
         previous: _Cached | None,
+        keyring: Keyring,
     ) -> _Cached:
         session, settings = app[appkeys.UPSTREAM].session, app[appkeys.SETTINGS]
         try:
@@ -138,9 +152,9 @@ class Metadata:
             )
             until = time.monotonic() + FAILURE_SECONDS
             if previous is not None and previous.document is not None:
-                return _Cached(previous.document, until)
+                return replace(previous, expires_at=until)
             return _Cached(None, until, type(exc))
-        return _Cached(build(upstream), time.monotonic() + CACHE_SECONDS)
+        return _Cached(build(upstream), time.monotonic() + CACHE_SECONDS, None, upstream, keyring)
 
 
 def merge_jwks(upstream: dict[str, Any] | None, public: list[dict[str, Any]]) -> dict[str, Any]:

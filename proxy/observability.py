@@ -360,6 +360,20 @@ class Metrics:
             ["outcome", "error", "source", "reason"],
             registry=self.registry,
         )
+        reloads = Counter(
+            "jargate_config_reload",
+            "Reloads of the registry and keys files, by outcome (a failure keeps the running "
+            "configuration)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._reloads = {True: reloads.labels("success"), False: reloads.labels("failure")}
+        self.reload_successful = Gauge(
+            "jargate_config_last_reload_successful",
+            "1 unless the last reload of the registry and keys files failed",
+            registry=self.registry,
+        )
+        self.reload_successful.set(1)
 
     def observe_request(self, route: str, method: str, status: int, elapsed: float) -> None:
         """Count one answered request and its latency. Methods outside RFC 9110's are
@@ -373,6 +387,11 @@ class Metrics:
         if child is None:
             child = self._decision_children[key] = self.decisions.labels(*key)
         child.inc()
+
+    def count_reload(self, *, success: bool) -> None:
+        """Count one reload of the configuration files."""
+        self._reloads[success].inc()
+        self.reload_successful.set(1 if success else 0)
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -474,7 +493,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readiness(request: web.Request) -> web.Response:
-    """Readiness: the store answers a ping and the upstream answers HTTP."""
+    """Readiness: the store answers a ping and the upstream answers HTTP. A failed reload
+    is reported (``config``) but leaves it ready: the running configuration still serves,
+    and a bad file reaching every pod at once must not take them all out of service."""
     checks = {"store": "ok", "upstream": "ok"}
     try:
         await request.app[appkeys.STORE].ping()
@@ -483,7 +504,8 @@ async def readiness(request: web.Request) -> web.Response:
     if not await request.app[appkeys.UPSTREAM].reachable():
         checks["upstream"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
+    config = "reload_failed" if request.app[appkeys.CONFIG].reload_failed else "ok"
     return web.json_response(
-        {"status": "ready" if ready else "not ready", **checks},
+        {"status": "ready" if ready else "not ready", **checks, "config": config},
         status=200 if ready else 503,
     )

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     clients_file: Path | None = None
     clients: str | None = None
     keys_file: Path | None = None
+    #: How often the registry, keys and secret files are checked for changes (0: only
+    #: on SIGHUP; proxy/config.py).
+    reload_interval_seconds: float = Field(default=5.0, ge=0, le=3600)
     redis_url: SecretStr | None = None
     enforcement: Literal["enforce", "report"] = "enforce"
     clock_skew_seconds: int = Field(default=30, ge=0, le=300)

@@ -403,3 +403,22 @@ def test_cache_control_is_honoured_within_bounds(header: str, ttl: float) -> Non
     """Cache-Control max-age sets the cache time, clamped to [60 s, 24 h]."""
     cache = JwksCache(session=None)  # type: ignore[arg-type]
     assert ttl == cache._ttl(header)
+
+
+async def test_a_new_jwks_uri_drops_the_keys_cached_from_the_old_one(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A reload that moves a client to another jwks_uri: the keys cached from the old one
+    are not served for it any more (a client dropping a compromised key set)."""
+    old, new = JwksServer(), JwksServer()
+    new.keys = [ECKey.generate_key("P-256").as_dict(private=False, kid="moved")]
+    old_server, new_server = await aiohttp_server(old.app()), await aiohttp_server(new.app())
+    before = registry_of(client(jwks_uri=str(old_server.make_url("/jwks")))).get("c1")
+    after = registry_of(client(jwks_uri=str(new_server.make_url("/jwks")))).get("c1")
+    assert before is not None
+    assert after is not None
+    async with aiohttp.ClientSession() as session:
+        cache = JwksCache(session)
+        assert ["first"] == [k.kid for k in await cache.keys_for(before)]
+        assert ["moved"] == [k.kid for k in await cache.keys_for(after)]
+        assert (1, 1) == (old.fetches, new.fetches)

@@ -315,7 +315,8 @@ async def test_health_and_readiness(gateway: GatewayFactory, legacy: Legacy) -> 
     assert (health.status, await health.json()) == (200, {"status": "ok"})
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert await ready.json() == {"status": "ready", "store": "ok", "upstream": "ok"}
+    expected = {"status": "ready", "store": "ok", "upstream": "ok", "config": "ok"}
+    assert await ready.json() == expected
     assert "/healthz" not in legacy.recorder.paths()
 
 

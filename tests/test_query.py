@@ -50,11 +50,13 @@ def test_the_gateway_prequotes_its_configuration_and_nothing_a_request_carries()
     settings = make_settings(issuer="https://gw.example/prequoted")
     registry = client_registry()
     app = create_app(settings, registry=registry, store=MemoryStore())
-    quoted = app[appkeys.PREQUOTED]
+    quoted = app[appkeys.CONFIG].current.prequoted
     for value in [settings.issuer, *(u for c in registry for u in c.meta.redirect_uris)]:
         assert quoted[value] == quote_plus(value)
     hint = [("login_hint", "someone@example.com")]
     assert encode_query(hint, quoted).endswith("someone%40example.com")
     assert "someone@example.com" not in quoted
     other = create_app(make_settings(issuer="https://other.example"), store=MemoryStore())
-    assert settings.issuer not in other[appkeys.PREQUOTED], "no state shared between apps"
+    assert settings.issuer not in other[appkeys.CONFIG].current.prequoted, (
+        "no state shared between apps"
+    )

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.clients import RegisteredClient
+from proxy.config import config_of
 from proxy.errors import InvalidRequest, InvalidRequestObject, PolicyRefusal, Refusal
 from proxy.flows import Destination
 from proxy.pkce import check_challenge
@@ -136,7 +137,7 @@ async def verified_request(
         )
     depth = settings.max_json_depth
     policy = policy_of(settings, client)
-    signed, encrypted = decrypt_request_object(token, app[appkeys.KEYRING], client, depth)
+    signed, encrypted = decrypt_request_object(token, config_of(request).keyring, client, depth)
     verified = await verify_request_object(
         signed, client, app[appkeys.JWKS_CACHE], encrypted, depth, allowed=policy.signing_algs
     )

@@ -19,6 +19,7 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.clients import RegisteredClient
 from proxy.compact import may_be_jose
+from proxy.config import config_of
 from proxy.errors import InvalidRequest, PolicyRefusal, Refusal, UnauthorizedClient
 from proxy.observability import note
 from proxy.profiles import policy_of
@@ -50,7 +51,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     if len(client_ids) > 1:
         raise InvalidRequest("client_id differs in query and body", rule="client_id.differs")
     client_id = next(iter(client_ids), None)
-    client = app[appkeys.REGISTRY].get(client_id) if client_id else None
+    client = config_of(request).registry.get(client_id) if client_id else None
     if client is None:
         return await unregistered(request, raw, client_id)
     params = raw.single()
@@ -117,7 +118,7 @@ async def unregistered(
     wants_jarm = any(mode in JWT_MODES for mode in raw.values("response_mode"))
     if client_id and request.app[appkeys.SETTINGS].require_registered_clients:
         raise UnauthorizedClient("this client is not registered", rule="client.unregistered")
-    if client_id and request.app[appkeys.REGISTRY].equivalent(client_id) is not None:
+    if client_id and config_of(request).registry.equivalent(client_id) is not None:
         raise InvalidRequest(
             "client_id is not the exact identifier of a registered client",
             rule="client_id.equivalent",

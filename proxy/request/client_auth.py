@@ -31,6 +31,7 @@ from proxy.claims import (
 from proxy.client_keys import ClientKeys
 from proxy.clients import RegisteredClient
 from proxy.compact import ReadJws, read_json_segment, split_compact
+from proxy.config import config_of
 from proxy.discovery import origin_of
 from proxy.errors import (
     ForgottenByStore,
@@ -148,7 +149,7 @@ async def authenticate_client(
         client_id = form.get("client_id", "")
         secret = form.get("client_secret")
     note(request, client_id or None, source)
-    client = request.app[appkeys.REGISTRY].get(client_id) if client_id else None
+    client = config_of(request).registry.get(client_id) if client_id else None
     if client is None:
         raise InvalidClient("unknown client", rule="client_authentication.unknown_client")
     check_auth_method(client, method)

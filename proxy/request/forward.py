@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.bodies import read_request_body
+from proxy.config import config_of
 from proxy.errors import GatewayError, ReplayedObject
 from proxy.flows import Flow, PendingFlow, new_handle
 from proxy.observability import REQUEST_ID, decide
@@ -34,7 +35,7 @@ async def forward(
     """Claim the object's jti, then send the plain request upstream, server-side.
     ``reported``: the policy refusal report mode let pass."""
     try:
-        pending = await start_flow(request.app, accepted)
+        pending = await start_flow(request, accepted)
     except ReplayedObject as replay:
         raise replay.to(accepted.destination) from None
     client_id = accepted.destination.client_id
@@ -53,12 +54,13 @@ async def forward(
 
 
 async def start_flow(
-    app: web.Application, accepted: Accepted, par_key: str | None = None
+    request: web.Request, accepted: Accepted, par_key: str | None = None
 ) -> PendingFlow:
     """Claim the request object's jti (if it has one) and prepare the flow for
     ``accepted``: a fresh handle and the upstream request target (the authorization path
     with the plain, verified query, ``state`` the handle). The flow is stored only if it
     must wait (:mod:`proxy.flows`)."""
+    app = request.app
     settings = app[appkeys.SETTINGS]
     if accepted.claim is not None:
         await claim_jti(app[appkeys.STORE], accepted.claim)
@@ -86,7 +88,7 @@ async def start_flow(
         ),
         redirect_uri_named=named,
     )
-    query = encode_query(upstream_params, app[appkeys.PREQUOTED])
+    query = encode_query(upstream_params, config_of(request).prequoted)
     target = f"{settings.authorization_path}?{query}"
     return PendingFlow(handle, flow, upstream_params, target, settings.flow_ttl_seconds)
 

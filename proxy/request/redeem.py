@@ -61,7 +61,7 @@ async def authorize_pushed(
         destination=trusted_destination(pushed.params, client, InvalidRequestUri),
         source="par",
     )
-    pending = await start_flow(app, accepted, par_key=key)
+    pending = await start_flow(request, accepted, par_key=key)
     mark = replace(pushed, handle=pending.handle, target=pending.target)
     pending.also = ((key, mark, pushed.remaining(now)),)
     decide(request, client.client_id, "accepted", "none", "par")

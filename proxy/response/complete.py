@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
 from proxy.codes import codes_in, record_codes
+from proxy.config import config_of
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
 from proxy.flows import Destination, Flow, PendingFlow, store_pending, take_flow
 from proxy.profiles import policy_of
@@ -66,7 +67,8 @@ async def complete(
     """The gateway's answer for the flow ``exit_`` completes; None when it completes none."""
     app = request.app
     settings = app[appkeys.SETTINGS]
-    handle = exit_.completing(settings, app[appkeys.REGISTRY].redirect_places)
+    registry = config_of(request).registry
+    handle = exit_.completing(settings, registry.redirect_places)
     if handle is None:
         return None
     in_memory = pending.flow if pending is not None and handle == pending.handle else None
@@ -87,12 +89,12 @@ async def complete(
     codes = codes_in(params)
     if codes:
         # The token endpoint redeems only codes it saw delivered (proxy/token).
-        policy = policy_of(settings, app[appkeys.REGISTRY].get(flow.client_id))
+        policy = policy_of(settings, registry.get(flow.client_id))
         await record_codes(app[appkeys.STORE], codes, flow, policy.code_lifetime)
     # The gateway's page or redirect carries only its own headers, and the upstream's
     # cookies (its session): another policy (a CSP of the upstream's) would break it.
     cookies = [("Set-Cookie", value) for value in upstream.headers.getall("Set-Cookie", ())]
-    return await deliver(app, destination_of(flow), params, cookies)
+    return await deliver(request, destination_of(flow), params, cookies)
 
 
 def destination_of(flow: Flow) -> Destination:
@@ -125,7 +127,7 @@ async def relay_or_complete(
             page = await _page_of(upstream)
             if page is not None:
                 settings = request.app[appkeys.SETTINGS]
-                places = request.app[appkeys.REGISTRY].redirect_places
+                places = config_of(request).registry.redirect_places
                 exit_ = page_exit(page, settings, places)
         if exit_ is not None:
             answer = await complete(request, upstream, exit_, pending)

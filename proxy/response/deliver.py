@@ -22,6 +22,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.client_keys import ClientKeysUnavailable
+from proxy.config import config_of
 from proxy.errors import JarmKeyMissing, oauth_text
 from proxy.flows import Destination
 from proxy.query import Prequoted, encode_query
@@ -137,19 +138,20 @@ def form_post_page(action: str, params: list[tuple[str, str]]) -> web.Response:
 
 
 async def deliver(
-    app: web.Application,
+    request: web.Request,
     destination: Destination,
     params: Iterable[tuple[str, str]],
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> web.Response:
     """Answer the client at ``destination`` with ``params`` (a response or an error),
     wrapped in a JARM response when it asked for a JWT mode."""
+    app, config = request.app, config_of(request)
     settings = app[appkeys.SETTINGS]
     mode = effective_mode(destination)
     if not mode.endswith(".jwt"):
         finished = finish_params(params, destination, settings.issuer)
-        return redirect_to(destination, finished, mode, extra_headers, app[appkeys.PREQUOTED])
-    client = app[appkeys.REGISTRY].get(destination.client_id)
+        return redirect_to(destination, finished, mode, extra_headers, config.prequoted)
+    client = config.registry.get(destination.client_id)
     if client is None:
         raise JarmKeyMissing(f"client {destination.client_id!r} is no longer registered")
     encryption_key = None
@@ -162,9 +164,8 @@ async def deliver(
     token = build_jarm_response(
         restore_state(params, destination),
         client,
-        app[appkeys.KEYRING],
+        config.keyring,
         settings,
         encryption_key=encryption_key,
     )
-    quoted = app[appkeys.PREQUOTED]
-    return redirect_to(destination, [("response", token)], mode, extra_headers, quoted)
+    return redirect_to(destination, [("response", token)], mode, extra_headers, config.prequoted)

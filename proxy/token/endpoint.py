@@ -34,6 +34,7 @@ from proxy import appkeys
 from proxy.bodies import read_request_body
 from proxy.clients import RegisteredClient
 from proxy.codes import delivered_code, redeem_once
+from proxy.config import config_of
 from proxy.errors import InvalidClient, InvalidGrant, InvalidRequest, UnauthorizedClient
 from proxy.metadata import upstream_discovery
 from proxy.observability import REQUEST_ID, decide, note
@@ -130,7 +131,7 @@ def _registered_client(request: web.Request, form: dict[str, str]) -> Registered
     """The registered client the request names, or None when it names none (it passes
     through). Another spelling of a registered client, or two different clients, is refused."""
     app = request.app
-    registry = app[appkeys.REGISTRY]
+    registry = config_of(request).registry
     ids = presented_client_ids(request, form)
     found = {client.client_id for client in map(registry.get, ids) if client is not None}
     if any(registry.get(i) is None and registry.equivalent(i) is not None for i in ids):
@@ -156,7 +157,7 @@ async def _refuse_registered_code(request: web.Request, form: dict[str, str]) ->
     if not code:
         return
     record = await delivered_code(request.app[appkeys.STORE], code)
-    if record is not None and request.app[appkeys.REGISTRY].get(record.client_id) is not None:
+    if record is not None and config_of(request).registry.get(record.client_id) is not None:
         raise InvalidGrant(
             "the code is unknown, expired or not this client's", rule="token.code_client"
         )
