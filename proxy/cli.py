@@ -160,6 +160,11 @@ async def _serve(app: web.Application, settings: Settings, metrics: Metrics) -> 
                 reuse_port=settings.workers > 1 or None,
             ).start()
         async with Upstream.create_session(settings) as session:
+            why = await Upstream(session, settings).why_unreachable()
+            if why is not None:
+                log.warning(
+                    "the upstream does not answer", extra={"url": settings.upstream_url, "why": why}
+                )
             document = await upstream_discovery(session, settings)
         problem = issuer_problem(settings, document)
         if problem is not None:
@@ -233,8 +238,9 @@ async def _probe(settings: Settings) -> list[str]:
     finally:
         await store.close()
     async with Upstream.create_session(settings) as session:
-        if not await Upstream(session, settings).reachable():
-            problems.append(f"upstream {settings.upstream_url} does not answer")
+        why = await Upstream(session, settings).why_unreachable()
+        if why is not None:
+            problems.append(f"upstream {settings.upstream_url} does not answer: {why}")
         else:
             document = await upstream_discovery(session, settings)
             problem = issuer_problem(settings, document)

@@ -414,12 +414,25 @@ class Upstream:
 
     async def reachable(self, within: float = 2.0) -> bool:
         """Readiness: does the upstream answer HTTP at all (any status)?"""
+        return await self.why_unreachable(within) is None
+
+    async def why_unreachable(self, within: float = 2.0) -> str | None:
+        """None when the upstream answers HTTP (any status); else what failed: its name
+        (DNS), the connection (refused), or the answer (timeout)."""
         try:
             async with self.session.head(
                 self.base + "/",
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=within),
             ):
-                return True
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+                return None
+        except aiohttp.ClientConnectorDNSError:
+            return "its host name does not resolve (DNS)"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                return "the connection was refused (nothing listens there)"
+            return f"the connection failed ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        except TimeoutError:
+            return f"no answer within {within:g} s (timeout)"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"the answer could not be read ({type(exc).__name__})"

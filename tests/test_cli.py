@@ -7,6 +7,7 @@ import base64
 import gc
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,10 +78,28 @@ def test_check_refuses_an_issuer_the_upstream_does_not_have(legacy_process: str)
 
 
 def test_check_fails_when_upstream_is_down() -> None:
-    """An unreachable upstream makes `jargate check` exit non-zero, naming it."""
+    """An unreachable upstream makes `jargate check` exit non-zero, naming it and what
+    failed: nothing listens (refused), or something listens and never answers (timeout)."""
     result = run("check", **BASE)
     assert result.returncode == 1
-    assert "upstream http://127.0.0.1:9 does not answer" in result.stderr
+    assert "upstream http://127.0.0.1:9 does not answer: the connection was refused" in (
+        result.stderr
+    )
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections complete in the backlog; nothing ever answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = run("check", **{**BASE, "JARGATE_UPSTREAM_URL": url})
+    assert result.returncode == 1
+    assert f"upstream {url} does not answer: no answer within 2 s (timeout)" in result.stderr
+
+
+async def test_serve_warns_when_the_upstream_does_not_answer() -> None:
+    """`jargate serve` starts (readiness tells the rest), and warns what failed."""
+    async with GatewayProcess(**BASE) as gateway:
+        logs = await gateway.stop()
+    assert "the upstream does not answer" in logs
+    assert "the connection was refused" in logs
 
 
 @pytest.mark.parametrize(
