@@ -48,9 +48,14 @@ async def serving(legacy: Legacy, **env: str) -> AsyncIterator[GatewayProcess]:
 
 
 def requests_from_clients(legacy: Legacy) -> list[str]:
-    """What reached the upstream other than the gateway's own start-up discovery fetches
-    (``serve`` asks for the document once more after it starts listening)."""
-    return [path for path in legacy.recorder.paths() if not path.startswith("/.well-known/")]
+    """What reached the upstream other than ``serve``'s own start-up probes, which it makes
+    once it listens (a HEAD of ``/``, and the discovery document)."""
+    return [
+        received.raw_path
+        for received in legacy.recorder.requests
+        if not (received.method == "HEAD" and received.raw_path == "/")
+        and not received.raw_path.startswith("/.well-known/")
+    ]
 
 
 @asynccontextmanager
