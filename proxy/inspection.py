@@ -34,6 +34,7 @@ from .request.accept import check_response_mode, require_response_type, trusted_
 from .request.client_auth import (
     ASSERTION,
     ASSERTION_RULES,
+    AssertionContext,
     check_auth_method,
     configured_audiences,
     verify_assertion_signature,
@@ -43,6 +44,7 @@ from .request.params import parameters_from_claims
 from .request.verify import (
     CLAIM_RULES,
     OBJECT,
+    ClaimContext,
     VerifiedObject,
     decrypt_request_object,
     media_type,
@@ -245,10 +247,12 @@ async def inspect_request_object(
             return found
         verified = VerifiedObject(read.header, read.claims, found.encrypted, read.payload)
     found.header, found.claims = verified.header, verified.claims
-    outer = {"client_id": found.client_id or client.client_id}
+    context = ClaimContext(
+        verified, client, {"client_id": found.client_id or client.client_id}, settings, now
+    )
     for rule in CLAIM_RULES:
         try:
-            rule(verified, client, outer, settings, now)
+            rule(context)
         except Refusal as refusal:
             found.refused(refusal)
     try:
@@ -381,9 +385,10 @@ async def inspect_client_assertion(
     if read is None:
         return found
     found.header, found.claims = read.header, read.claims
+    context = AssertionContext(read, client, audiences, settings, now)
     for rule in ASSERTION_RULES:
         try:
-            rule(read, client, audiences, settings, now)
+            rule(context)
         except Refusal as refusal:
             found.refused(refusal)
     if any(f.rule == "client_assertion.aud" for f in found.broken) and not audiences[1]:

@@ -14,6 +14,7 @@ import base64
 import hmac
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -228,16 +229,28 @@ async def verify_assertion_signature(
 
 #: The audiences a client assertion may name, and whether only a string is allowed.
 Audiences = tuple[frozenset[str], bool]
+
+
 #: One claim rule of a client assertion: raises :class:`InvalidClient` when broken.
-AssertionRule = Callable[[ReadJws, RegisteredClient, Audiences, Settings, float], None]
+@dataclass(frozen=True, slots=True)
+class AssertionContext:
+    """What an assertion rule judges: the read assertion, its client, the audiences it may
+    name, the settings, and the time of the check."""
+
+    read: ReadJws
+    client: RegisteredClient
+    audiences: Audiences
+    settings: Settings
+    now: float
 
 
-def _typ(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    typ = read.header.get("typ")
+AssertionRule = Callable[[AssertionContext], None]
+
+
+def _typ(c: AssertionContext) -> None:
+    typ = c.read.header.get("typ")
     if (isinstance(typ, str) and media_type(typ) == "oauth-authz-req+jwt") or (
-        "response_type" in read.claims
+        "response_type" in c.read.claims
     ):
         # RFC 9101 §10.8 / RFC 8725 §3.12: a request object is never a client assertion.
         raise InvalidClient(
@@ -245,21 +258,17 @@ def _typ(
         )
 
 
-def _iss(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    claims = read.claims
-    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+def _iss(c: AssertionContext) -> None:
+    claims = c.read.claims
+    if claims.get("iss") != c.client.client_id or claims.get("sub") != c.client.client_id:
         raise InvalidClient(
             "the assertion's iss and sub must be the client_id", rule="client_assertion.iss"
         )
 
 
-def _aud(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    accepted, strict = audiences
-    aud = read.claims.get("aud")
+def _aud(c: AssertionContext) -> None:
+    accepted, strict = c.audiences
+    aud = c.read.claims.get("aud")
     if strict:
         if not isinstance(aud, str) or aud not in accepted:
             raise InvalidClient(
@@ -270,39 +279,29 @@ def _aud(
         raise InvalidClient("the assertion's aud is not this server", rule="client_assertion.aud")
 
 
-def _exp(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    check_exp(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+def _exp(c: AssertionContext) -> None:
+    check_exp(c.read.claims, c.now, c.settings.clock_skew_seconds, InvalidClient, ASSERTION)
 
 
-def _nbf(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    check_nbf(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+def _nbf(c: AssertionContext) -> None:
+    check_nbf(c.read.claims, c.now, c.settings.clock_skew_seconds, InvalidClient, ASSERTION)
 
 
-def _iat(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    check_iat(read.claims, now, settings.clock_skew_seconds, InvalidClient, ASSERTION)
+def _iat(c: AssertionContext) -> None:
+    check_iat(c.read.claims, c.now, c.settings.clock_skew_seconds, InvalidClient, ASSERTION)
 
 
-def _lifetime(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    exp = numeric_value(read.claims, "exp")
-    if exp is not None and exp - now > MAX_ASSERTION_SECONDS + settings.clock_skew_seconds:
+def _lifetime(c: AssertionContext) -> None:
+    exp = numeric_value(c.read.claims, "exp")
+    if exp is not None and exp - c.now > MAX_ASSERTION_SECONDS + c.settings.clock_skew_seconds:
         raise InvalidClient(
             f"the assertion's exp is more than {MAX_ASSERTION_SECONDS} s ahead",
             rule="client_assertion.lifetime",
         )
 
 
-def _jti(
-    read: ReadJws, client: RegisteredClient, audiences: Audiences, settings: Settings, now: float
-) -> None:
-    jti = read.claims.get("jti")
+def _jti(c: AssertionContext) -> None:
+    jti = c.read.claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise InvalidClient("the assertion needs a jti", rule="client_assertion.jti")
 
@@ -320,8 +319,9 @@ def validate_assertion_claims(
     now: float,
 ) -> None:
     """Every rule of :data:`ASSERTION_RULES`; the first broken one is raised."""
+    context = AssertionContext(read, client, audiences, settings, now)
     for rule in ASSERTION_RULES:
-        rule(read, client, audiences, settings, now)
+        rule(context)
 
 
 def configured_audiences(

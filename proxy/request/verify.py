@@ -240,17 +240,24 @@ def media_type(typ: str) -> str:
 
 
 #: One claim rule of a request object: raises :class:`InvalidRequestObject` when broken.
-ClaimRule = Callable[[VerifiedObject, RegisteredClient, dict[str, str], Settings, float], None]
+@dataclass(frozen=True, slots=True)
+class ClaimContext:
+    """What a claim rule judges: the verified object, its client, the outer parameters,
+    the settings, and the time of the check."""
+
+    verified: VerifiedObject
+    client: RegisteredClient
+    outer: dict[str, str]
+    settings: Settings
+    now: float
 
 
-def _typ(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    typ = verified.header.get("typ")
+#: One claim rule of a request object: raises :class:`InvalidRequestObject` when broken.
+ClaimRule = Callable[[ClaimContext], None]
+
+
+def _typ(c: ClaimContext) -> None:
+    typ = c.verified.header.get("typ")
     if typ is not None and (not isinstance(typ, str) or media_type(typ) not in ACCEPTED_TYPES):
         raise InvalidRequestObject(
             f"typ {typ!r} is not a request object type (expected oauth-authz-req+jwt)",
@@ -258,113 +265,65 @@ def _typ(
         )
 
 
-def _claim_types(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
+def _claim_types(c: ClaimContext) -> None:
     for name in ("iss", "jti"):
-        if name in verified.claims and not isinstance(verified.claims[name], str):
+        if name in c.verified.claims and not isinstance(c.verified.claims[name], str):
             raise InvalidRequestObject(
                 f"claim {name!r} must be a string", rule="request_object.claim_type"
             )
 
 
-def _iss(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    if verified.claims.get("iss") != client.client_id:
+def _iss(c: ClaimContext) -> None:
+    if c.verified.claims.get("iss") != c.client.client_id:
         raise InvalidRequestObject("iss must be the client_id", rule="request_object.iss")
 
 
-def _aud(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    aud = verified.claims.get("aud")
+def _aud(c: ClaimContext) -> None:
+    aud = c.verified.claims.get("aud")
     if aud is None:
         raise InvalidRequestObject(
             "aud is required and must be the issuer", rule="request_object.aud"
         )
-    if settings.issuer not in audience_members(aud, InvalidRequestObject, OBJECT):
+    if c.settings.issuer not in audience_members(aud, InvalidRequestObject, OBJECT):
         raise InvalidRequestObject("aud must be, or contain, the issuer", rule="request_object.aud")
 
 
-def _exp(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    check_exp(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+def _exp(c: ClaimContext) -> None:
+    check_exp(c.verified.claims, c.now, c.settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
 
 
-def _nbf(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    check_nbf(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+def _nbf(c: ClaimContext) -> None:
+    check_nbf(c.verified.claims, c.now, c.settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
 
 
-def _iat(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    check_iat(verified.claims, now, settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
+def _iat(c: ClaimContext) -> None:
+    check_iat(c.verified.claims, c.now, c.settings.clock_skew_seconds, InvalidRequestObject, OBJECT)
 
 
-def _lifetime(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    claims = verified.claims
+def _lifetime(c: ClaimContext) -> None:
+    claims = c.verified.claims
     exp = numeric_value(claims, "exp")
     if exp is None:
         return  # the exp rule's refusal
-    skew = settings.clock_skew_seconds
-    longest = settings.max_request_object_lifetime_seconds
+    skew = c.settings.clock_skew_seconds
+    longest = c.settings.max_request_object_lifetime_seconds
     nbf, iat = numeric_value(claims, "nbf"), numeric_value(claims, "iat")
-    for name, start in (("nbf", nbf), ("iat", iat), ("now", now)):
+    for name, start in (("nbf", nbf), ("iat", iat), ("now", c.now)):
         if start is not None and exp - start > longest + (skew if name == "now" else 0):
             raise InvalidRequestObject(
                 f"exp is more than {longest} s after {name}", rule="request_object.lifetime"
             )
 
 
-def _message_signing_times(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
+def _message_signing_times(c: ClaimContext) -> None:
     """FAPI 2.0 Message Signing §5.3.1: ``nbf`` required, no more than 60 minutes before
     now or before ``exp``."""
-    if not policy_of(settings, client).message_signing:
+    if not policy_of(c.settings, c.client).message_signing:
         return
-    exp, nbf = numeric_value(verified.claims, "exp"), numeric_value(verified.claims, "nbf")
+    exp, nbf = numeric_value(c.verified.claims, "exp"), numeric_value(c.verified.claims, "nbf")
     if nbf is None:
         raise InvalidRequestObject("nbf is required", rule="request_object.nbf")
-    if now - nbf > MESSAGE_SIGNING_LIFETIME + settings.clock_skew_seconds:
+    if c.now - nbf > MESSAGE_SIGNING_LIFETIME + c.settings.clock_skew_seconds:
         raise InvalidRequestObject(
             "nbf is more than 60 minutes in the past", rule="request_object.nbf"
         )
@@ -374,63 +333,42 @@ def _message_signing_times(
         )
 
 
-def _jti(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    jti = verified.claims.get("jti")
+def _jti(c: ClaimContext) -> None:
+    jti = c.verified.claims.get("jti")
     if isinstance(jti, str) and len(jti.encode()) > MAX_JTI_BYTES:
         raise InvalidRequestObject(
             f"jti is longer than {MAX_JTI_BYTES} bytes", rule="request_object.jti"
         )
 
 
-def _nested(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
+def _nested(c: ClaimContext) -> None:
     for name in ("request", "request_uri"):
-        if name in verified.claims:
+        if name in c.verified.claims:
             raise InvalidRequestObject(
                 f"a request object must not contain {name!r}", rule="request_object.nested"
             )
 
 
-def _client_id(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    inner_client = verified.claims.get("client_id")
+def _client_id(c: ClaimContext) -> None:
+    inner_client = c.verified.claims.get("client_id")
     if inner_client is None:
         # Every mandatory authorization parameter is inside the object (RFC 9101 section 4,
         # as response_type is; Auth0's JAR rules).
         raise InvalidRequestObject(
             "client_id is required in the request object", rule="request_object.client_id"
         )
-    if inner_client != outer.get("client_id"):
+    if inner_client != c.outer.get("client_id"):
         raise InvalidRequestObject(
             "client_id in the request object differs from the request's",
             rule="request_object.client_id",
         )
 
 
-def _response_type(
-    verified: VerifiedObject,
-    client: RegisteredClient,
-    outer: dict[str, str],
-    settings: Settings,
-    now: float,
-) -> None:
-    if "response_type" in outer and verified.claims.get("response_type") != outer["response_type"]:
+def _response_type(c: ClaimContext) -> None:
+    if (
+        "response_type" in c.outer
+        and c.verified.claims.get("response_type") != c.outer["response_type"]
+    ):
         raise InvalidRequestObject(
             "response_type in the request object differs from the request's",
             rule="request_object.response_type",
@@ -465,9 +403,9 @@ def validate_claims(
     now: float | None = None,
 ) -> None:
     """Every rule of :data:`CLAIM_RULES`; the first broken one is raised."""
-    now = time.time() if now is None else now
+    context = ClaimContext(verified, client, outer, settings, time.time() if now is None else now)
     for rule in CLAIM_RULES:
-        rule(verified, client, outer, settings, now)
+        rule(context)
 
 
 @dataclass(frozen=True, slots=True)
