@@ -208,6 +208,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             for name in ("require_signed_request_object", "require_pushed_authorization_requests")
             if getattr(meta, name)
         ]
+        profile = meta.profile or settings.profile
+        if profile != "oauth2":
+            flags.append(f"profile {profile}")
+        if meta.upstream_token_endpoint_auth_method is not None:
+            flags.append(f"upstream token auth {meta.upstream_token_endpoint_auth_method}")
         print(
             f"    - {meta.client_id}: {keys}; {len(meta.redirect_uris)} redirect URI(s)"
             + (f"; {', '.join(flags)}" if flags else "")
