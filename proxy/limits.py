@@ -48,6 +48,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def _has_lone_surrogate(value: Any) -> bool:
     if isinstance(value, str):
         try:
@@ -71,7 +74,9 @@ def loads_bounded(raw: bytes, max_depth: int) -> Any:
     # A document with no more brackets than the limit cannot nest deeper than it.
     if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels")
-    value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    # json.loads's own decoding of bytes (UTF-8, -16 or -32 as detected), then one decoder
+    # built once: json.loads with hooks builds a new one each call.
+    value = _STRICT.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     # Only a \u escape or raw surrogate bytes can make one; most documents have neither.
     if (b"\\u" in raw or b"\xed" in raw) and _has_lone_surrogate(value):
         raise NotStrictJson("a string holds a lone surrogate")

@@ -40,9 +40,10 @@ _CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 def route_key(raw_path: str) -> str:
     """The path as the most lenient server stack would route it (see the module docstring).
 
-    ``raw_path`` is the request target's path as sent (percent-encoded). Short paths are
-    cached: every request asks, and the cache is bounded."""
-    return _route_key_cached(raw_path) if len(raw_path) <= 256 else _route_key(raw_path)
+    ``raw_path`` is the request target's path as sent (percent-encoded), its query ignored.
+    Short paths are cached: every request asks, and the cache is bounded."""
+    path = raw_path.partition("?")[0]
+    return _route_key_cached(path) if len(path) <= 256 else _route_key(path)
 
 
 @lru_cache(maxsize=2048)
@@ -50,8 +51,7 @@ def _route_key_cached(raw_path: str) -> str:
     return _route_key(raw_path)
 
 
-def _route_key(raw_path: str) -> str:
-    path = raw_path.split("?", 1)[0]
+def _route_key(path: str) -> str:
     for _ in range(_DECODE_ROUNDS):
         if "%" not in path:
             break
