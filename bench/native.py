@@ -10,6 +10,7 @@ Called by bench/run.py after the main table; `BENCH_NATIVE_ONLY=1` runs this pha
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -141,8 +142,6 @@ async def _twice(url: str) -> list[str]:
 def replay(base: str, token: str) -> dict[str, Any]:
     """One request object sent twice to ``base``: each outcome, and whether the second
     was accepted (the interaction redirect)."""
-    import asyncio
-
     outcomes = asyncio.run(_twice(base + jar_items([token])[0]["path"]))
     first, second = (INTERACTION in outcome for outcome in outcomes)
     return {"outcomes": outcomes, "first_accepted": first, "replay_accepted": second}
