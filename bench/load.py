@@ -1,5 +1,5 @@
 """The load generator, in a process of its own. Reads requests (one JSON object a line:
-method, path, form?, headers?) and plays them in order, each at most once, with a fixed
+method, path, form?, headers?, expect?) and plays them in order, each at most once, with a fixed
 number of connections (closed loop) or at a fixed rate (open loop; with ``--warmup``, the
 requests sent in its first seconds, while the connections open, are not counted); bounded
 in count and time. Prints one JSON line: completed, errors, seconds, rps, p50_ms, p99_ms,
@@ -30,6 +30,14 @@ def refused(location: str) -> bool:
     return False
 
 
+def succeeded(item: dict[str, Any], status: int, location: str) -> bool:
+    """A page, a push or a redirect that is no error; with ``expect`` in the item, only a
+    redirect whose Location contains it (a provider's login page, not the client)."""
+    if "expect" in item:
+        return status in (302, 303) and item["expect"] in location and not refused(location)
+    return status in (200, 201, 302, 303) and not refused(location)
+
+
 def quantile(ordered: list[float], p: float) -> float:
     """The ``p`` quantile (0–1) of values already sorted; 0 for none."""
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
@@ -46,8 +54,8 @@ async def one(session: aiohttp.ClientSession, base: str, item: dict[str, Any]) -
         path = item["then"].replace("{request_uri}", request_uri)
         async with session.get(base + path, allow_redirects=False) as response:
             await response.read()
-            return response.status in (200, 302) and not refused(
-                response.headers.get("Location", "")
+            return response.status != 201 and succeeded(
+                item, response.status, response.headers.get("Location", "")
             )
     async with session.request(
         item.get("method", "GET"),
@@ -57,9 +65,7 @@ async def one(session: aiohttp.ClientSession, base: str, item: dict[str, Any]) -
         allow_redirects=False,
     ) as response:
         await response.read()
-        return response.status in (200, 201, 302) and not refused(
-            response.headers.get("Location", "")
-        )
+        return succeeded(item, response.status, response.headers.get("Location", ""))
 
 
 async def run(

@@ -61,6 +61,8 @@ ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
 #: Count instructions per request under callgrind (bench/instructions.py) at the end.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
 INSTRUCTION_REQUESTS = 400
+#: Only the comparison with native oidc-provider (bench/native.py), not the main table.
+NATIVE_ONLY = os.environ.get("BENCH_NATIVE_ONLY") == "1"
 #: Alternating half-load trials for (a); the p99 over their requests pooled counts.
 HALF_TRIALS = 5
 #: Open-loop requests sent before the counting starts (connections opened, steady state).
@@ -475,6 +477,8 @@ def machine() -> str:
 
 def main() -> int:
     started = time.monotonic()
+    if NATIVE_ONLY:
+        return native.alone()
     processes = Processes()
     upstream_port, baseline_port, gateway_port, redis_port, floor_port = (
         free_port() for _ in range(5)
@@ -766,6 +770,14 @@ def main() -> int:
         if ONLY:
             return 0
 
+        print(f"[{time.monotonic() - started:.0f} s] against native oidc-provider ...", flush=True)
+        skipped = native.problem()
+        against_native = (
+            {"skipped": skipped}
+            if skipped
+            else native.native_phase(processes, redis_port, shared["redis"])
+        )
+
         print(f"[{time.monotonic() - started:.0f} s] half load ...", flush=True)
         half = []
         for key, title, gw_items, bl_items in (
@@ -878,6 +890,7 @@ def main() -> int:
         profile,
         counted,
         time.monotonic() - started,
+        against_native,
     )
     return 0
 
@@ -963,6 +976,7 @@ def report(
     profile: str,
     counted: list[dict[str, Any]],
     elapsed: float,
+    against_native: dict[str, Any] | None = None,
 ) -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -1135,6 +1149,7 @@ def report(
         "## Instructions per request",
         "",
         *instruction_lines(counted),
+        *native.report_lines(against_native),
         "## Where the time goes",
         "",
         "pyinstrument over scenario (b) ES256 (top frames):",
@@ -1159,6 +1174,10 @@ def _terminated(signum: int, _frame: object) -> None:
     """SIGTERM (``timeout`` in `make bench`) as an exit, so that the finally blocks run."""
     raise SystemExit(128 + signum)
 
+
+# bench/native.py imports this module by name: the script and `run` are one module.
+sys.modules.setdefault("run", sys.modules[__name__])
+import native  # noqa: E402
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
