@@ -963,7 +963,7 @@ def instruction_lines(counted: list[dict[str, Any]]) -> list[str]:
 
 
 def fmt(result: dict[str, Any]) -> str:
-    return f"{result['rps']:.0f} | {result['p50_ms']} | {result['p99_ms']}"
+    return f"{result['rps']:.0f} / {result['p50_ms']} / {result['p99_ms']}"
 
 
 def report(
