@@ -13,7 +13,9 @@ built on aiohttp, joserfc and redis-py on this machine:
   (``SET``), 201;
 - a ``request_uri`` URN: taken from Redis (``GETDEL``) and sent upstream as a query;
 - when the request asked for ``response_mode=jwt``: the upstream's redirect back signed
-  as one JARM response (ES256).
+  as one JARM response (ES256);
+- ``POST /token``: the code redeemed once (``SET NX`` of its digest), the form relayed to
+  the upstream's token endpoint and its answer back.
 
 Redis commands go out on redis-py's connections directly (the floor keeps the ones it
 used), as jargate's store does: through the client's ``execute_command`` a command costs
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import hmac
 import json
 import secrets
@@ -127,9 +130,21 @@ def main() -> None:
         await command("SET", "floor:par:" + urn, json.dumps(form), "EX", 90)
         return web.json_response({"request_uri": urn, "expires_in": 90}, status=201)
 
+    async def redeem(request: web.Request) -> web.Response:
+        code = (await request.post()).get("code")
+        if not isinstance(code, str):
+            return web.Response(status=400)
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        if not await command("SET", "floor:code:" + digest, "1", "NX", "EX", 600):
+            return web.Response(status=400)
+        response, _ = await relay(holder["session"], args.upstream, request)
+        return response
+
     async def handle(request: web.Request) -> web.Response:
         if request.method == "POST" and request.path == "/par":
             return await push(request)
+        if request.method == "POST" and request.path == "/token":
+            return await redeem(request)
         query = request.query
         wants_jarm, target = False, None
         if "request" in query:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import instructions  # noqa: E402
+import token_phase  # noqa: E402
 from joserfc import jws  # noqa: E402
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key  # noqa: E402
 from load import quantile  # noqa: E402
@@ -58,6 +59,9 @@ OBJECTS = int(os.environ.get("BENCH_OBJECTS", "20000"))
 #: Only these scenario keys (e.g. "a,b"); the half-load, workers and profile phases run
 #: only when the whole table does.
 ONLY = {key for key in os.environ.get("BENCH_ONLY", "").split(",") if key}
+#: Only these phases of bench/token_phase.py ("token", "reload"), without the table and
+#: the other phases; unset, both run after the half-load phase of a whole run.
+PHASES = {key for key in os.environ.get("BENCH_PHASES", "").split(",") if key}
 #: Count instructions per request under callgrind (bench/instructions.py) at the end.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS", "1") != "0"
 INSTRUCTION_REQUESTS = 400
@@ -212,6 +216,7 @@ def registry() -> dict[str, Any]:
                 "authorization_signed_response_alg": "ES256",
             },
             {"client_id": "bench-plain", "redirect_uris": [REDIRECT]},
+            *token_phase.clients(REDIRECT),
         ]
     }
 
@@ -528,6 +533,50 @@ def main() -> int:
             [sys.executable, "-m", "proxy", "serve"], gateway_port, gateway_env
         )
 
+        with ProcessPoolExecutor(2) as pool:
+            reload_objects = objects(
+                pool, "ES256", "bench", issuer, count=token_phase.RELOAD_ITEMS // 3
+            )
+        assert redis_server.process is not None
+        rig = token_phase.Rig(
+            load,
+            write,
+            {"baseline": baseline_url, "floor": floor_url, "jargate": gateway_url},
+            {"baseline": baseline_process.pid, "floor": floor_process.pid, "jargate": gateway.pid},
+            {"upstream": upstream.pid, "redis": redis_server.process.pid},
+            REDIRECT,
+        )
+
+        def run_phases(which: set[str]) -> list[str]:
+            """bench/token_phase.py's phases named in ``which``; their report sections."""
+            exchange = reload = None
+            if "token" in which:
+                print(f"[{time.monotonic() - started:.0f} s] token exchange ...", flush=True)
+                exchange = token_phase.token_exchange(rig, ROUNDS, ROUND_SECONDS)
+                print(f"token exchange: {exchange['jargate']}", flush=True)
+            if "reload" in which:
+                print(f"[{time.monotonic() - started:.0f} s] reload under load ...", flush=True)
+                reload = token_phase.reload_under_load(
+                    rig,
+                    processes.start,
+                    processes.stop,
+                    gateway_env,
+                    registry(),
+                    reload_objects,
+                    (free_port(), free_port()),
+                    TMP,
+                )
+                print(f"reload under load: {reload}", flush=True)
+            return token_phase.report_lines(exchange, reload)
+
+        if PHASES:
+            for url in (baseline_url, floor_url, gateway_url):
+                load(url, write([{"path": "/page"}] * 20_000, "warm-phases"), seconds=1)
+            lines = run_phases(PHASES)
+            print("\n".join(lines), flush=True)
+            if "BENCH_RESULTS" in os.environ:
+                Path(os.environ["BENCH_RESULTS"]).write_text("\n".join(lines))
+            return 0
         print(f"generating {OBJECTS} unique request objects per scenario ...", flush=True)
         with ProcessPoolExecutor(2) as pool:
             signed = {
@@ -830,6 +879,8 @@ def main() -> int:
             half.append(item)
             print(f"half load ({key}) at {rate} rps: p99 ms by trial {item['trials']}", flush=True)
 
+        phase_lines = run_phases({"token", "reload"})
+
         print(f"[{time.monotonic() - started:.0f} s] workers ...", flush=True)
         # One worker, then two, back to back on (b) ES256 (disjoint objects).
         gw, _ = jar_items("bench", fresh_objects("ES256", issuer))
@@ -890,6 +941,7 @@ def main() -> int:
         profile,
         counted,
         time.monotonic() - started,
+        phase_lines,
         against_native,
     )
     return 0
@@ -976,6 +1028,7 @@ def report(
     profile: str,
     counted: list[dict[str, Any]],
     elapsed: float,
+    phase_lines: list[str],
     against_native: dict[str, Any] | None = None,
 ) -> None:
     def verdict(ok: bool) -> str:
@@ -1146,6 +1199,7 @@ def report(
         f"The two workers kept {two['busy_cores']} of the {CORES} cores busy (one worker: "
         f"{one['busy_cores']}).",
         "",
+        *phase_lines,
         "## Instructions per request",
         "",
         *instruction_lines(counted),
