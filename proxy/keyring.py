@@ -4,7 +4,8 @@ encrypted request objects, and the public halves are published.
 Keys come from the private JWKS in ``JARGATE_KEYS_FILE``. Each key gets a ``kid``
 (its RFC 7638 thumbprint when the file names none), a ``use`` and an ``alg``. For
 each algorithm the first key signs; every key is published, so a rotated-out key
-keeps verifying what it signed.
+keeps verifying what it signed. Every key also gives a key that seals the authorization
+codes the gateway delivers (:mod:`proxy.codes`): the first key's seals, each one opens.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, OctKey, import_key
 
@@ -29,6 +33,9 @@ from .algorithms import (
 )
 
 log = logging.getLogger("jargate.keyring")
+
+#: HKDF's info for the keys that seal authorization codes.
+CODE_KEY_LABEL = b"jargate authorization code sealing v1"
 
 
 class KeyringError(Exception):
@@ -106,6 +113,8 @@ class Keyring:
             ]
         )
         self._jwks = {"keys": [k.public_jwk() for k in self.keys]}
+        #: The keys that seal authorization codes (:mod:`proxy.codes`), the first seals.
+        self.code_keys = tuple(_code_key(k) for k in self.keys)
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
@@ -148,6 +157,16 @@ class Keyring:
     def public_jwks(self) -> dict[str, Any]:
         """The JWKS the gateway publishes (public halves only)."""
         return self._jwks
+
+
+def _code_key(key: GatewayKey) -> AESGCM:
+    """An AES-256-GCM key derived from a private key (HKDF-SHA256 over its private JWK,
+    with a label of its own: the key material serves nothing else this way), the same on
+    every replica that holds the key."""
+    jwk = key.key.as_dict(private=True)
+    material = json.dumps(jwk, sort_keys=True, separators=(",", ":")).encode()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CODE_KEY_LABEL)
+    return AESGCM(hkdf.derive(material))
 
 
 def generate_private_jwks(

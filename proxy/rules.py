@@ -133,6 +133,7 @@ RULES: dict[str, str] = {
     "token.code_client": "a code delivered to another client (or presented naming none)",
     "token.code_expired": "a code older than its lifetime",
     "token.code_replay": "a code redeemed before (a likely theft; counted)",
+    "token.code_forgotten": "a sealed code delivered before the store's memory began",
     "token.redirect_uri": "redirect_uri missing or not the authorization request's",
     "token.pkce_missing": "no code_verifier for a code with a code_challenge",
     "token.pkce": "a code_verifier that does not match the code_challenge",

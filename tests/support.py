@@ -22,6 +22,8 @@ import redis
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from proxy import appkeys
+from proxy.codes import open_sealed
 from proxy.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -303,3 +305,10 @@ def chunked(*chunks: bytes) -> list[bytes]:
     framed = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks]
     framed[-1] += b"0\r\n\r\n"
     return framed
+
+
+def upstream_code_of(client: TestClient[Any, Any], code: str) -> str:
+    """The upstream's code inside a code the gateway delivered sealed (proxy/codes.py)."""
+    opened = open_sealed(client.app[appkeys.CONFIG].current.keyring.code_keys, code)
+    assert opened is not None, f"{code!r} is no sealed code of this gateway's"
+    return opened[0]

@@ -22,7 +22,7 @@ from proxy.clients import load_registry
 from proxy.flows import HANDLE_PREFIX
 from tests.conftest import AiohttpClient, Legacy
 from tests.jar import ISSUER, REDIRECT, Claims, private_key, public_jwks, sign
-from tests.support import make_settings
+from tests.support import make_settings, upstream_code_of
 
 SIG = private_key("p256", "exits")
 CLIENTS = [
@@ -87,7 +87,8 @@ async def test_upstream_pages_that_answer_the_flow_are_wrapped(
     assert HANDLE_PREFIX not in body + response.headers.get("Location", "")
     assert "Refresh" not in response.headers
     payload = await jarm_claims(client, response_token(response, body))
-    assert ("c1", "s1", ISSUER) == (payload["code"], payload["state"], payload["iss"])
+    code = upstream_code_of(client, payload["code"])
+    assert ("c1", "s1", ISSUER) == (code, payload["state"], payload["iss"])
 
 
 async def start_waiting(client: TestClient[Any, Any], **claims: Any) -> str:

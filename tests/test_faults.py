@@ -15,6 +15,7 @@ from aiohttp import ClientPayloadError, ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
+from proxy.codes import SEALED_PREFIX
 from proxy.errors import StoreUnavailable
 from proxy.keyring import Keyring
 from proxy.store import RedisStore
@@ -177,16 +178,17 @@ async def test_flow_that_must_wait_but_cannot_be_stored_is_not_relayed(
     assert 1 == len(legacy.recorder.requests)
 
 
-async def test_flow_completed_at_once_with_a_code_the_store_cannot_keep_is_refused(
+async def test_flow_completed_at_once_needs_no_store(
     aiohttp_client: AiohttpClient, legacy: Legacy, paused_redis: RedisServer
 ) -> None:
     """A plain request the upstream answers with its redirect back completes from memory,
-    but its code must be recorded for the token endpoint: the store frozen, 503 from the
-    gateway and the code never reaches the client (the token endpoint could not redeem it)."""
+    and its code goes to the client sealed: nothing is written, so a frozen store does not
+    hold it up (redeeming it will need the store)."""
     response = await plain_request_while_frozen(aiohttp_client, legacy, paused_redis, state="mine")
-    assert 503 == response.status
-    assert "temporarily_unavailable" == (await response.json())["error"]
-    assert "Location" not in response.headers
+    assert 302 == response.status, await response.text()
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert ["mine"] == query["state"]
+    assert query["code"][0].startswith(SEALED_PREFIX)
     assert 1 == len(legacy.recorder.requests)
 
 

@@ -87,6 +87,7 @@ async def peers(
         provider.url,
         issuer=provider.issuer,
         authorization_path=provider.paths.authorization,
+        token_path=provider.paths.token,
         upstream_jwks_path=provider.paths.jwks,
         clients=json.dumps({"clients": gateway_registry()}),
     )

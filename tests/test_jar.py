@@ -121,9 +121,9 @@ async def test_each_alg_by_value_is_accepted(jar: Jar, legacy: Legacy, alg: str)
 async def test_flow_answered_at_once_costs_one_redis_write(
     gateway: GatewayFactory, legacy: Legacy, clean_redis: str
 ) -> None:
-    """A request object the upstream answers at once costs two Redis commands: the jti
-    claim and the code's record for the token endpoint (the flow completes from memory,
-    never stored, never taken). A flow that must wait for a login is stored, once, with the
+    """A request object the upstream answers at once costs one Redis command, the jti claim
+    (the flow completes from memory, never stored, never taken; its code goes to the client
+    sealed, no record written). A flow that must wait for a login is stored, once, with the
     same handle the upstream got."""
     counter = redis.Redis.from_url(clean_redis)
     store = RedisStore.from_url(clean_redis)
@@ -132,10 +132,10 @@ async def test_flow_answered_at_once_costs_one_redis_write(
     counter.config_resetstat()
     claims = Claims().build()
     assert_accepted(await authorize(client, client_id="app", request=sign(claims)), legacy, claims)
-    assert {"set": 2} == redis_data_commands(counter)
+    assert {"set": 1} == redis_data_commands(counter)
     keys = [key.decode() if isinstance(key, bytes) else key for key in counter.keys("jargate:*")]
     written = sorted(key.split(":")[1] for key in keys if key != "jargate:since")
-    assert ["code", "jti"] == written  # the memory marker was written at start
+    assert ["jti"] == written  # the memory marker was written at start
 
     response = await authorize(
         client, client_id="app", request=sign(Claims().build(prompt="login"))

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
 from proxy.clients import load_registry
+from proxy.codes import SEALED_PREFIX
 from proxy.demo.legacy import LEGACY
 from proxy.keyring import Keyring
 from proxy.observability import Metrics
@@ -25,7 +26,7 @@ from proxy.store import MemoryStore, RedisStore, Store
 from tests.conftest import AiohttpClient, AiohttpServer, Legacy
 from tests.jar import ISSUER, REDIRECT, private_key, public_jwks
 from tests.legacy_upstream import Recorder, legacy_app
-from tests.support import make_settings
+from tests.support import make_settings, upstream_code_of
 from tests.test_par import assertion, basic
 
 #: RFC 7636 appendix B's verifier and its S256 challenge.
@@ -80,13 +81,14 @@ async def guard(
     upstream: Legacy,
     store: Store | None = None,
     metrics: Metrics | None = None,
+    keyring: Keyring | None = None,
     **settings: Any,
 ) -> TestClient[Any, Any]:
     full = make_settings(upstream.url, clients=json.dumps({"clients": CLIENTS}), **settings)
     app = create_app(
         full,
         registry=load_registry(full),
-        keyring=Keyring.throwaway(["ES256"]),
+        keyring=keyring or Keyring.throwaway(["ES256"]),
         store=store or MemoryStore(),
         metrics=metrics,
     )
@@ -157,7 +159,7 @@ async def test_fapi_grade_exchange_in_front_of_a_secret_only_server_that_ignores
     assert basic("web", UPSTREAM_SECRET)["Authorization"] == received.headers["Authorization"]
     sent = dict(parse_qsl(received.body.decode()))
     assert {"grant_type", "code", "redirect_uri", "code_verifier"} == set(sent)
-    assert code == sent["code"]
+    assert upstream_code_of(client, code) == sent["code"]
 
 
 async def test_client_secret_post_to_the_upstream(
@@ -234,9 +236,11 @@ async def test_a_second_redemption_is_refused_logged_and_counted(
 async def test_a_code_is_redeemed_once_across_replicas(
     aiohttp_client: AiohttpClient, blind: Legacy, clean_redis: str
 ) -> None:
-    """Two gateways on one Redis: the code redeemed at one is refused at the other."""
+    """Two gateways on one Redis and one keys file: the code delivered by one is redeemed at
+    the other, and refused at the first after that."""
     stores = [RedisStore.from_url(clean_redis), RedisStore.from_url(clean_redis)]
-    first, second = [await guard(aiohttp_client, blind, store) for store in stores]
+    keys = Keyring.throwaway(["ES256"])
+    first, second = [await guard(aiohttp_client, blind, store, keyring=keys) for store in stores]
     code = await code_for(first, "web")
     assert 200 == (await second.post("/token", data=web_form(code))).status
     blind.recorder.requests.clear()
@@ -461,17 +465,104 @@ async def test_the_token_path_comes_from_the_upstreams_discovery(
 async def test_the_store_keeps_no_code(
     aiohttp_client: AiohttpClient, blind: Legacy, clean_redis: str
 ) -> None:
-    """A delivered code's record is under a digest of it; neither keys nor values hold it."""
+    """A sealed code costs the store nothing when delivered; redeemed, it leaves one claim
+    under a digest of the upstream's code, and neither code is in any key or value."""
     store = RedisStore.from_url(clean_redis)
     client = await guard(aiohttp_client, blind, store)
     code = await code_for(client, "web")
     counter = redis.Redis.from_url(clean_redis, decode_responses=True)
+    assert ["jargate:since"] == [str(key) for key in counter.keys("jargate:*")]
+    assert 200 == (await client.post("/token", data=web_form(code))).status
     keys = [str(key) for key in counter.keys("jargate:*")]
-    assert any(key.startswith("jargate:code:") for key in keys)
+    assert ["jargate:code_redeemed:"] == [
+        key[:22] for key in keys if key.startswith("jargate:code")
+    ]
     for key in keys:
-        assert code not in key + str(counter.get(key))
+        for secret in (code, upstream_code_of(client, code)):
+            assert secret not in key + str(counter.get(key))
     counter.close()
     await store.close()
+
+
+async def test_a_sealed_code_opens_only_whole_and_with_the_gateways_keys(
+    aiohttp_client: AiohttpClient, blind: Legacy, store: Store
+) -> None:
+    """The client gets the upstream's code sealed: not readable in it, not redeemable once
+    altered in any place, nor at a gateway holding other keys; none reaches the upstream."""
+    client = await guard(aiohttp_client, blind, store)
+    code = await code_for(client, "web")
+    assert code.startswith(SEALED_PREFIX)
+    assert upstream_code_of(client, code) not in code
+    elsewhere = await guard(aiohttp_client, blind, store)
+    response = await elsewhere.post("/token", data=web_form(code))
+    assert "unknown" in await refused(response, blind, "invalid_grant")
+    for index in (len(SEALED_PREFIX), len(code) // 2, len(code) - 1):
+        flipped = "A" if code[index] != "A" else "B"
+        altered = code[:index] + flipped + code[index + 1 :]
+        response = await client.post("/token", data=web_form(altered))
+        assert "unknown" in await refused(response, blind, "invalid_grant")
+    for mangled in (SEALED_PREFIX, SEALED_PREFIX + "!!!", code + "A" * 5000):
+        response = await client.post("/token", data=web_form(mangled))
+        assert "unknown" in await refused(response, blind, "invalid_grant")
+    assert 200 == (await client.post("/token", data=web_form(code))).status
+
+
+async def test_a_code_next_to_an_id_token_is_delivered_as_made_and_recorded(
+    aiohttp_client: AiohttpClient, blind: Legacy, clean_redis: str
+) -> None:
+    """A response with an ID token keeps the upstream's code (the ID token's c_hash covers
+    it, OpenID Connect Core 3.3.2.11); its record goes in the store, and it is redeemed once
+    like a sealed one."""
+    store = RedisStore.from_url(clean_redis)
+    client = await guard(aiohttp_client, blind, store)
+    response = await client.get(
+        "/authorize",
+        params={
+            "client_id": "direct",
+            "response_type": "code id_token",
+            "redirect_uri": REDIRECT,
+            "state": "s",
+            "nonce": "n",
+            "prompt": "login",
+        },
+        allow_redirects=False,
+    )
+    saved = parse_qs(urlsplit(response.headers["Location"]).query)["return"][0]
+    (handle,) = parse_qs(urlsplit(saved).query)["state"]
+    answer = f"{REDIRECT}?code=made-upstream&id_token=e30.e30.c2ln&state={handle}"
+    done = await client.get("/bounce", params={"location": answer}, allow_redirects=False)
+    assert 302 == done.status, await done.text()
+    query = parse_qs(urlsplit(done.headers["Location"]).fragment)  # its default response mode
+    assert (["made-upstream"], ["e30.e30.c2ln"]) == (query["code"], query["id_token"])
+    counter = redis.Redis.from_url(clean_redis, decode_responses=True)
+    assert 1 == len(counter.keys("jargate:code:*"))
+    counter.close()
+    form = {"grant_type": "authorization_code", "code": "made-upstream", "redirect_uri": REDIRECT}
+    creds = basic("direct", DIRECT_SECRET)
+    blind.recorder.requests.clear()
+    await client.post("/token", data=form, headers=creds)  # the upstream's answer relayed
+    (received,) = token_requests(blind)
+    assert "made-upstream" == dict(parse_qsl(received.body.decode()))["code"]
+    blind.recorder.requests.clear()
+    response = await client.post("/token", data=form, headers=creds)
+    assert "already used" in await refused(response, blind, "invalid_grant")
+    await store.close()
+
+
+async def test_a_sealed_code_from_before_the_stores_memory_began_is_refused(
+    aiohttp_client: AiohttpClient, blind: Legacy
+) -> None:
+    """A gateway restarted with an empty store (its in-memory store, or a Redis that lost
+    its data) cannot know whether a code it sealed before was redeemed: refused."""
+    keys = Keyring.throwaway(["ES256"])
+    before = await guard(aiohttp_client, blind, MemoryStore(), keyring=keys)
+    code = await code_for(before, "web")
+    await asyncio.sleep(0.01)
+    after = await guard(aiohttp_client, blind, MemoryStore(), keyring=keys)
+    response = await after.post("/token", data=web_form(code))
+    assert "lost its memory" in await refused(response, blind, "invalid_grant")
+    fresh = await code_for(after, "web")
+    assert 200 == (await after.post("/token", data=web_form(fresh))).status
 
 
 async def test_registered_clients_only_refuses_a_request_naming_no_client(

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
-from proxy.codes import codes_in, record_codes
+from proxy.codes import codes_in, deliver_codes
 from proxy.config import config_of
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
 from proxy.flows import Destination, Flow, PendingFlow, store_pending, take_flow
@@ -86,11 +86,11 @@ async def complete(
     params = response_params(exit_.target, exit_.query, exit_.extra, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
-    codes = codes_in(params)
-    if codes:
-        # The token endpoint redeems only codes it saw delivered (proxy/token).
-        policy = policy_of(settings, registry.get(flow.client_id))
-        await record_codes(app[appkeys.STORE], codes, flow, policy.code_lifetime)
+    if codes_in(params):
+        # The token endpoint redeems only codes it delivered (proxy/token).
+        lifetime = policy_of(settings, registry.get(flow.client_id)).code_lifetime
+        keys = config_of(request).keyring.code_keys
+        params = await deliver_codes(app[appkeys.STORE], keys, params, flow, lifetime)
     # The gateway's page or redirect carries only its own headers, and the upstream's
     # cookies (its session): another policy (a CSP of the upstream's) would break it.
     cookies = [("Set-Cookie", value) for value in upstream.headers.getall("Set-Cookie", ())]

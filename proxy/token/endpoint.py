@@ -4,7 +4,8 @@ Unregistered clients pass through untouched. For a registered client, before the
 sees anything:
 
 - ``grant_type=authorization_code``: the code must be one the gateway delivered to this
-  client (:mod:`proxy.codes`), within its lifetime, redeemed once across replicas; the
+  client (:mod:`proxy.codes`: sealed, or recorded), within its lifetime, redeemed once
+  across replicas, and the upstream gets the code it made; the
   ``redirect_uri`` as in the authorization request; the ``code_verifier`` must match the
   recorded PKCE challenge (RFC 7636 section 4.6), and one without a challenge is refused
   (RFC 9700 section 2.1.1: no PKCE downgrade).
@@ -113,14 +114,22 @@ async def token(request: web.Request) -> web.StreamResponse:
             "the password grant is not allowed (FAPI 2.0)", rule="fapi2.grant_type"
         )
     added: list[tuple[str, str]] = []
+    upstream_code = None
     # A code is checked whatever grant_type says: a server may read it under any.
     if grant == "authorization_code" or "code" in form:
-        added = await _redeem_code(request, form, client, policy)
+        added, upstream_code = await _redeem_code(request, form, client, policy)
+    if upstream_code is not None and upstream_code != form["code"]:
+        pairs = [(n, upstream_code if n == "code" else v) for n, v in pairs]
+    else:
+        upstream_code = None  # the code goes upstream as sent (it was recorded, not sealed)
     decide(request, client.client_id, "accepted", "none", "token")
     if not translated:
-        body = await read_request_body(request)
-        if added:
-            body += b"&" + urlencode(added).encode("ascii")
+        if upstream_code is None:
+            body = await read_request_body(request)
+            if added:
+                body += b"&" + urlencode(added).encode("ascii")
+        else:
+            body = urlencode(pairs + added).encode("ascii")
         return await _send(request, body)
     kept = [(name, value) for name, value in pairs if name not in AUTHENTICATION_PARAMETERS]
     body, authorization = _upstream_authentication(kept + added, client)
@@ -156,8 +165,9 @@ async def _refuse_registered_code(request: web.Request, form: dict[str, str]) ->
     code = form.get("code")
     if not code:
         return
-    record = await delivered_code(request.app[appkeys.STORE], code)
-    if record is not None and config_of(request).registry.get(record.client_id) is not None:
+    keys = config_of(request).keyring.code_keys
+    found = await delivered_code(request.app[appkeys.STORE], keys, code)
+    if found is not None and config_of(request).registry.get(found[1].client_id) is not None:
         raise InvalidGrant(
             "the code is unknown, expired or not this client's", rule="token.code_client"
         )
@@ -165,18 +175,20 @@ async def _refuse_registered_code(request: web.Request, form: dict[str, str]) ->
 
 async def _redeem_code(
     request: web.Request, form: dict[str, str], client: RegisteredClient, policy: Policy
-) -> list[tuple[str, str]]:
+) -> tuple[list[tuple[str, str]], str]:
     """Check the code against what the gateway delivered and claim its one redemption;
-    the parameters to add upstream (the redirect URI the client did not name)."""
+    the parameters to add upstream (the redirect URI the client did not name) and the code
+    the upstream made (inside a sealed one)."""
     app = request.app
     store = app[appkeys.STORE]
     code = form.get("code")
     if not code:
         raise InvalidRequest("code is required", rule="token.code_missing")
-    record = await delivered_code(store, code)
-    if record is None or record.client_id != client.client_id:
-        rule = "token.code_unknown" if record is None else "token.code_client"
+    found = await delivered_code(store, config_of(request).keyring.code_keys, code)
+    if found is None or found[1].client_id != client.client_id:
+        rule = "token.code_unknown" if found is None else "token.code_client"
         raise InvalidGrant("the code is unknown, expired or not this client's", rule=rule)
+    upstream_code, record = found
     age = time.time() - record.delivered_at
     if age > policy.code_lifetime:
         raise InvalidGrant("the code has expired", rule="token.code_expired")
@@ -194,14 +206,25 @@ async def _redeem_code(
             "redirect_uri is not the authorization request's", rule="token.redirect_uri"
         )
     _check_verifier(form.get("code_verifier"), record.code_challenge, record.code_challenge_method)
-    if not await redeem_once(store, code, policy.code_lifetime - age + 1):
+    if not await redeem_once(store, upstream_code, policy.code_lifetime - age + 1):
         app[appkeys.METRICS].code_replays.inc()
         log.warning(
             "an authorization code was presented a second time: likely stolen",
             extra={"client_id": client.client_id},
         )
         raise InvalidGrant("the code was already used", rule="token.code_replay")
-    return added
+    # Read after the claim (its round trip is where a reset is learnt): a sealed code
+    # delivered before the store's memory began may have been redeemed, unremembered.
+    if record.sealed and record.delivered_at < store.memory_since:
+        log.warning(
+            "a code delivered before the store's memory began was refused",
+            extra={"client_id": client.client_id, "memory_since": store.memory_since},
+        )
+        raise InvalidGrant(
+            "the code was delivered before the gateway's store lost its memory",
+            rule="token.code_forgotten",
+        )
+    return added, upstream_code
 
 
 def _check_verifier(verifier: str | None, challenge: str | None, method: str | None) -> None:
@@ -286,8 +309,9 @@ async def _discovered_token_path(app: web.Application) -> str:
     if isinstance(endpoint, str) and urlsplit(endpoint).path.startswith("/"):
         return urlsplit(endpoint).path
     log.warning(
-        "the upstream's token endpoint is not known: the gateway guards %s; set "
-        "JARGATE_TOKEN_PATH if the upstream's is elsewhere",
+        "the upstream's token endpoint is not known: the gateway guards %s, and the codes "
+        "it delivers are redeemable only there; set JARGATE_TOKEN_PATH if the upstream's "
+        "is elsewhere",
         DEFAULT_TOKEN_PATH,
     )
     return DEFAULT_TOKEN_PATH
