@@ -101,7 +101,11 @@ def seal(key: AESGCM, code: str, record: DeliveredCode) -> str:
     nonce = os.urandom(_NONCE_BYTES)
     fields_ = [code, *(getattr(record, name) for name in _FIELDS)]
     sealed = nonce + key.encrypt(nonce, json.dumps(fields_, separators=(",", ":")).encode(), AAD)
-    return SEALED_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+    return SEALED_PREFIX + _encoded(sealed)
+
+
+def _encoded(sealed: bytes) -> str:
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
 def open_sealed(keys: Sequence[AESGCM], presented: str) -> tuple[str, DeliveredCode] | None:
@@ -114,6 +118,8 @@ def open_sealed(keys: Sequence[AESGCM], presented: str) -> tuple[str, DeliveredC
         sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         return None
+    if _encoded(sealed) != body:
+        return None  # one spelling only: no other base64url of the same bytes is the code
     nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
     for key in keys:
         try:
