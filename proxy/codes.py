@@ -27,6 +27,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -44,8 +45,11 @@ SEALED_PREFIX = "jgc1."
 #: Authenticated with every sealed code: a ciphertext made for something else never opens.
 AAD = b"jargate authorization code v1"
 _NONCE_BYTES = 12
-#: A sealed code longer than this is no code of the gateway's (no work spent on opening it).
+#: A sealed code longer than this is no code of the gateway's (no work spent on opening it);
+#: a code that would seal longer is recorded instead.
 MAX_SEALED_CHARS = 4096
+#: A sealed code's body: unpadded base64url, its one spelling (nothing skipped or translated).
+_SEALED_BODY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class DeliveredCode:
     code_challenge: str | None
     code_challenge_method: str | None
     delivered_at: float
+    #: The lifetime it was delivered with, in seconds: no replica redeems it for longer.
+    lifetime: float | None = None
     #: Whether it came sealed (no store record; the store's memory is checked at redemption).
     sealed: bool = False
 
@@ -85,7 +91,7 @@ def codes_in(params: list[tuple[str, str]]) -> list[str]:
     return [value for name, value in params if name == "code" and value]
 
 
-def _record_of(flow: Flow) -> DeliveredCode:
+def _record_of(flow: Flow, lifetime: float) -> DeliveredCode:
     return DeliveredCode(
         client_id=flow.client_id,
         redirect_uri=flow.redirect_uri,
@@ -93,6 +99,7 @@ def _record_of(flow: Flow) -> DeliveredCode:
         code_challenge=flow.code_challenge,
         code_challenge_method=flow.code_challenge_method,
         delivered_at=time.time(),
+        lifetime=lifetime,
     )
 
 
@@ -114,6 +121,8 @@ def open_sealed(keys: Sequence[AESGCM], presented: str) -> tuple[str, DeliveredC
     if not presented.startswith(SEALED_PREFIX) or len(presented) > MAX_SEALED_CHARS:
         return None
     body = presented[len(SEALED_PREFIX) :]
+    if not _SEALED_BODY.fullmatch(body):
+        return None
     try:
         sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
@@ -126,8 +135,11 @@ def open_sealed(keys: Sequence[AESGCM], presented: str) -> tuple[str, DeliveredC
             plain = key.decrypt(nonce, ciphertext, AAD)
         except (InvalidTag, ValueError):
             continue
-        code, *values = json.loads(plain)
-        return code, DeliveredCode(**dict(zip(_FIELDS, values, strict=True)), sealed=True)
+        try:
+            code, *values = json.loads(plain)
+            return code, DeliveredCode(**dict(zip(_FIELDS, values, strict=True)), sealed=True)
+        except (ValueError, TypeError):
+            return None  # sealed in another layout (another version's): not redeemable here
     return None
 
 
@@ -143,12 +155,14 @@ async def deliver_codes(
     codes = codes_in(params)
     if not codes:
         return params
-    record = _record_of(flow)
+    record = _record_of(flow, lifetime)
     if keys and not any(name == "id_token" for name, _ in params):
-        return [
+        sealed = [
             (name, seal(keys[0], value, record) if name == "code" and value else value)
             for name, value in params
         ]
+        if all(len(value) <= MAX_SEALED_CHARS for name, value in sealed if name == "code"):
+            return sealed
     stored = record.to_json()
     await store.put_many([(hashed_key("code", code), stored, lifetime) for code in codes])
     return params

@@ -36,6 +36,13 @@ log = logging.getLogger("jargate.keyring")
 
 #: HKDF's info for the keys that seal authorization codes.
 CODE_KEY_LABEL = b"jargate authorization code sealing v1"
+#: The members of a private JWK that are the key (RFC 7518 section 6): its kid, use, alg
+#: or any other member may change in the keys file without changing its codes' key.
+_KEY_MEMBERS = {
+    "EC": ("crv", "d", "kty", "x", "y"),
+    "OKP": ("crv", "d", "kty", "x"),
+    "RSA": ("d", "e", "kty", "n"),
+}
 
 
 class KeyringError(Exception):
@@ -160,11 +167,12 @@ class Keyring:
 
 
 def _code_key(key: GatewayKey) -> AESGCM:
-    """An AES-256-GCM key derived from a private key (HKDF-SHA256 over its private JWK,
-    with a label of its own: the key material serves nothing else this way), the same on
-    every replica that holds the key."""
+    """An AES-256-GCM key derived from a private key (HKDF-SHA256 over its private JWK's
+    key members, with a label of its own: the key material serves nothing else this way),
+    the same on every replica that holds the key, whatever the file names it."""
     jwk = key.key.as_dict(private=True)
-    material = json.dumps(jwk, sort_keys=True, separators=(",", ":")).encode()
+    members = {name: jwk[name] for name in _KEY_MEMBERS[str(jwk["kty"])]}
+    material = json.dumps(members, sort_keys=True, separators=(",", ":")).encode()
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CODE_KEY_LABEL)
     return AESGCM(hkdf.derive(material))
 

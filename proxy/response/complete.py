@@ -86,7 +86,10 @@ async def complete(
     params = response_params(exit_.target, exit_.query, exit_.extra, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
-    if codes_in(params):
+    if any(name == "error" for name, _ in params):
+        # RFC 6749 section 4.1.2.1: an error response has no code (one would go unguarded).
+        params = [(name, value) for name, value in params if name != "code"]
+    elif codes_in(params):
         # The token endpoint redeems only codes it delivered (proxy/token).
         lifetime = policy_of(settings, registry.get(flow.client_id)).code_lifetime
         keys = config_of(request).keyring.code_keys

@@ -189,8 +189,10 @@ async def _redeem_code(
         rule = "token.code_unknown" if found is None else "token.code_client"
         raise InvalidGrant("the code is unknown, expired or not this client's", rule=rule)
     upstream_code, record = found
+    # Never longer than the lifetime it was delivered with, nor than this client's now.
+    delivered_for = record.lifetime or policy.code_lifetime
     age = time.time() - record.delivered_at
-    if age > policy.code_lifetime:
+    if age > min(policy.code_lifetime, delivered_for):
         raise InvalidGrant("the code has expired", rule="token.code_expired")
     added: list[tuple[str, str]] = []
     redirect_uri = form.get("redirect_uri")
@@ -206,7 +208,9 @@ async def _redeem_code(
             "redirect_uri is not the authorization request's", rule="token.redirect_uri"
         )
     _check_verifier(form.get("code_verifier"), record.code_challenge, record.code_challenge_method)
-    if not await redeem_once(store, upstream_code, policy.code_lifetime - age + 1):
+    # The claim outlasts the code at any replica, whichever lifetime it holds.
+    longest = max(policy.code_lifetime, delivered_for)
+    if not await redeem_once(store, upstream_code, longest - age + 1):
         app[appkeys.METRICS].code_replays.inc()
         log.warning(
             "an authorization code was presented a second time: likely stolen",
