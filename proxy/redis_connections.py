@@ -5,8 +5,10 @@ remember every key the gateway writes: written with ``SET NX`` when missing, nev
 expiring. A server that restarts empty (no persistence) has lost every connection along
 with its data, so the store checks the marker on every connection new to it, in the
 round trip of the connection's first command (standalone, Sentinel) or while the
-connection is set up (Cluster): the first claim made against a reset server comes back
-only after the reset is known (:attr:`StoreMemory.since`).
+connection is set up (Cluster); a server emptied under live connections (``FLUSHDB``,
+eviction) keeps them, so every claim's round trip carries the check too (standalone,
+Sentinel): a claim made against a reset server comes back only after the reset is known
+(:attr:`StoreMemory.since`).
 """
 
 from __future__ import annotations
@@ -106,18 +108,21 @@ class Connections:
         #: open (one is made only when none is idle); the others wait for a slot.
         self._slots = asyncio.Semaphore(pool.max_connections)
 
-    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+    async def pipeline(
+        self, commands: Sequence[Command], *, check_memory: bool = False
+    ) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies (raises
-        :class:`RedisError` or :class:`OSError`)."""
+        :class:`RedisError` or :class:`OSError`); the marker is checked in it on a new
+        connection, or always with ``check_memory``."""
         async with self._slots:
             for attempt in (1, 2):
                 # The retry takes a new connection: the others kept may have died with the
                 # one that failed (a restart closes them all).
                 kept = self._idle.pop() if self._idle and attempt == 1 else None
                 connection = kept or await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                fresh = kept is None or not kept.is_connected
+                check = check_memory or kept is None or not kept.is_connected
                 try:
-                    replies = await self._round_trip(connection, commands, fresh)
+                    replies = await self._round_trip(connection, commands, check)
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     await self._drop(connection)
                     if attempt == 2:
@@ -131,15 +136,15 @@ class Connections:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _round_trip(
-        self, connection: AbstractConnection, commands: Sequence[Command], fresh: bool
+        self, connection: AbstractConnection, commands: Sequence[Command], check: bool
     ) -> list[Any]:
-        sent = [*self._memory.commands(), *commands] if fresh else commands
+        sent = [*self._memory.commands(), *commands] if check else commands
         # hiredis packs a command in C (a tenth of redis-py's Python packer's time); the
         # pool's connections check no health (their interval is 0), so none is asked for.
         packed = b"".join(map(pack_command, sent))  # type: ignore[arg-type]  # stub: 1-tuple
         await connection.send_packed_command(packed, check_health=False)
         replies = [await connection.read_response() for _ in sent]
-        if not fresh:
+        if not check:
             return replies
         self._memory.learn(replies[0], replies[1])
         return replies[2:]

@@ -16,7 +16,8 @@ Keys are namespaced ``jargate:``; callers hash any part that comes from outside
 ``temporarily_unavailable``: it fails closed.
 
 Each store says from when on it is known to remember every claim (``memory_since``): a
-Redis that restarted empty has forgotten every ``jti`` claimed before.
+Redis that restarted empty, or was emptied, has forgotten every ``jti`` claimed before;
+each claim's round trip learns it.
 
 What anyone can make the gateway keep (the flow of a plain authorization request waiting
 at a login page: ``put_many(..., unverified_source=...)``) is bounded per source
@@ -348,15 +349,18 @@ class RedisStore:
         """One command within the deadline; any failure is :class:`StoreUnavailable`."""
         return (await self._pipeline(operation, (args,)))[0]
 
-    async def _pipeline(self, operation: str, commands: Sequence[Command]) -> list[Any]:
+    async def _pipeline(
+        self, operation: str, commands: Sequence[Command], *, check_memory: bool = False
+    ) -> list[Any]:
         """Commands in one round trip (a Cluster: one a node), within the deadline, timed
         under ``operation``; any failure (an error reply included) is
-        :class:`StoreUnavailable`."""
+        :class:`StoreUnavailable`. ``check_memory``: the marker checked in the same round
+        trip (:class:`~proxy.redis_connections.Connections`)."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 if self._connections is not None:
-                    return await self._connections.pipeline(commands)
+                    return await self._connections.pipeline(commands, check_memory=check_memory)
                 if len(commands) == 1:
                     return [await self._redis.execute_command(*commands[0])]
                 pipeline = self._redis.pipeline(transaction=False)
@@ -404,7 +408,10 @@ class RedisStore:
     async def claim_once(self, key: str, ttl: float) -> bool:
         # SET NX answers OK when it set the key and nil when the key was there (the
         # cluster client's reply callback turns OK into True).
-        claimed = await self._call("claim_once", "SET", PREFIX + key, "1", "NX", "PX", _ttl_ms(ttl))
+        # The marker is checked in the claim's round trip: a server emptied under live
+        # connections has forgotten every claim, and the caller must know it at once.
+        command = ("SET", PREFIX + key, "1", "NX", "PX", _ttl_ms(ttl))
+        (claimed,) = await self._pipeline("claim_once", (command,), check_memory=True)
         return bool(claimed)
 
     async def put(self, key: str, value: str, ttl: float) -> None:

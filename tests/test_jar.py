@@ -121,8 +121,9 @@ async def test_each_alg_by_value_is_accepted(jar: Jar, legacy: Legacy, alg: str)
 async def test_flow_answered_at_once_costs_one_redis_write(
     gateway: GatewayFactory, legacy: Legacy, clean_redis: str
 ) -> None:
-    """A request object the upstream answers at once costs one Redis command, the jti claim
-    (the flow completes from memory, never stored, never taken; its code goes to the client
+    """A request object the upstream answers at once costs one Redis round trip: the jti
+    claim, with the store's memory marker checked in it (SET NX and GET of the marker; the
+    flow completes from memory, never stored, never taken; its code goes to the client
     sealed, no record written). A flow that must wait for a login is stored, once, with the
     same handle the upstream got."""
     counter = redis.Redis.from_url(clean_redis)
@@ -132,7 +133,7 @@ async def test_flow_answered_at_once_costs_one_redis_write(
     counter.config_resetstat()
     claims = Claims().build()
     assert_accepted(await authorize(client, client_id="app", request=sign(claims)), legacy, claims)
-    assert {"set": 1} == redis_data_commands(counter)
+    assert {"set": 2, "get": 1} == redis_data_commands(counter)
     keys = [key.decode() if isinstance(key, bytes) else key for key in counter.keys("jargate:*")]
     written = sorted(key.split(":")[1] for key in keys if key != "jargate:since")
     assert ["jti"] == written  # the memory marker was written at start
