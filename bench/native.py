@@ -32,8 +32,9 @@ from tests.support import RedisServer, free_port
 
 ROOT = run.ROOT
 INTEROP = ROOT / "tests" / "interop"
-#: Unique request objects per alg and per side (BENCH_OBJECTS); each round takes a third.
-OBJECTS = run.OBJECTS
+#: Unique request objects per alg and per side (1.5 x BENCH_OBJECTS): each round takes a
+#: third, more than native oidc-provider answers in a round.
+OBJECTS = run.OBJECTS * 3 // 2
 TARGET = 0.75
 #: Where the provider's login page sends the browser: the only success.
 INTERACTION = "/interaction/"
@@ -207,13 +208,13 @@ def native_phase(processes: run.Processes, redis_port: int, redis_pid: int) -> d
     rows: list[dict[str, Any]] = []
     for title, items in scenarios:
         rounds: list[dict[str, dict[str, Any]]] = []
-        for r in range(run.ROUNDS):
+        for r in range(run.PHASE_ROUNDS):
             one_round = {}
             # Alternate which side goes first, so that neither always follows the other.
             for side in ("native", "jargate") if r % 2 == 0 else ("jargate", "native"):
                 one_round[side] = run.load(
                     urls[side],
-                    run.write(items[side][r :: run.ROUNDS], f"native-{len(rows)}-{r}-{side}"),
+                    run.write(items[side][r :: run.PHASE_ROUNDS], f"native-{len(rows)}-{r}-{side}"),
                     seconds=run.ROUND_SECONDS,
                     watch=watch[side],
                 )
@@ -258,7 +259,7 @@ def report_lines(result: dict[str, Any] | None) -> list[str]:
         "of the same oidc-provider with all three off (jargate + legacy, its Redis in database "
         "2): the same unique request objects (each side's audience its issuer), the same PAR "
         "push (client_secret_basic, `response_mode=jwt`) then authorization, "
-        f"{run.CONNECTIONS} connections, {run.ROUNDS} alternating rounds of "
+        f"{run.CONNECTIONS} connections, {run.PHASE_ROUNDS} alternating rounds of "
         f"{run.ROUND_SECONDS:g} s on disjoint slices; success is the provider's interaction "
         "redirect (`/interaction/…`) only. Ratio: jargate + legacy over native in each round, "
         "the median counts. Native oidc-provider does not refuse a replayed request object "

@@ -52,8 +52,8 @@ BASIC = {
 #: Codes obtained through jargate per variant (each redeemed once): more than 3 rounds of
 #: 2 s use on this machine. The floor and the baseline get unique codes of their own, as
 #: many as the load can play.
-CODES = int(os.environ.get("BENCH_TOKEN_CODES", "16000"))
-UNRECORDED_CODES = 40_000
+CODES = int(os.environ.get("BENCH_TOKEN_CODES", "20000"))
+UNRECORDED_CODES = 60_000
 #: Codes per proxy for the warm-up before the timed rounds, and its length.
 WARM_CODES, WARM_SECONDS = 1000, 1.0
 #: Connections used to obtain codes (not timed).
