@@ -31,17 +31,31 @@ def available() -> bool:
     return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
 
 
-async def _play(base: str, paths: list[str], connections: int = 4) -> int:
-    """GET every path once; the number answered with a 2xx or 3xx that is no authorization
-    error (a refused request object costs less than an accepted one: it must not count)."""
+#: A request: a path to GET, or a POST item as bench/load.py plays them (path, form, headers).
+Request = str | dict[str, Any]
+
+
+async def _play(base: str, requests: list[Request], connections: int = 4) -> int:
+    """Send every request once; the number answered with a 2xx or 3xx that is no
+    authorization error (a refused request object costs less than an accepted one: it must
+    not count)."""
     good = 0
-    queue = iter(paths)
+    queue = iter(requests)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
 
         async def client() -> None:
             nonlocal good
-            for path in queue:
-                async with session.get(base + path, allow_redirects=False) as response:
+            for request in queue:
+                if isinstance(request, str):
+                    sent = session.get(base + request, allow_redirects=False)
+                else:
+                    sent = session.post(
+                        base + request["path"],
+                        data=request["form"],
+                        headers=request.get("headers", {}),
+                        allow_redirects=False,
+                    )
+                async with sent as response:
                     await response.read()
                     location = response.headers.get("Location", "")
                     good += response.status < 400 and not refused(location)
@@ -54,7 +68,7 @@ def per_request(
     args: list[str],
     port: int,
     env: dict[str, str] | None,
-    cases: list[tuple[list[str], list[str]]],
+    cases: list[tuple[list[Request], list[Request]]],
     wait_port: Any,
     cwd: Path,
 ) -> list[float]:

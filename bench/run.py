@@ -355,11 +355,14 @@ def count_instructions(
     redis_port: int,
     issuer: str,
     public_file: Path,
+    token_case: tuple[str, dict[str, list[dict[str, Any]]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Instructions per request (bench/instructions.py) for (a), (f), (b) RS256 and ES256
-    and (c) ES256, the floor beside jargate for the last three. The request objects are
-    signed here, just before they are played: signed at the start of the run, they would
-    have expired by now, and a refusal costs less than the work measured."""
+    and (c) ES256, the floor beside jargate for the last three, and ``token_case``'s token
+    exchange (bench/token_phase.py ``instruction_case``: jargate's codes obtained earlier).
+    The request objects are signed here, just before they are played: signed at the start
+    of the run, they would have expired by now, and a refusal costs less than the work
+    measured."""
     if not INSTRUCTIONS or not instructions.available():
         return []
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -383,18 +386,22 @@ def count_instructions(
                 objects(pool, "ES256", "bench", issuer, {"response_mode": "jwt"}, count + warm),
             ),
         ]
-    cases: list[tuple[str, str, list[str], list[str] | None]] = [
-        ("a", "pass-through of a non-OAuth page", ["/page"] * (count + warm), None),
-        ("f", "plain request, unregistered client", plain, None),
+    Requests = list[instructions.Request]
+    # (key, title, jargate's requests, the baseline's, the floor's: None for none)
+    cases: list[tuple[str, str, Requests, Requests, Requests | None]] = [
+        ("a", "pass-through of a non-OAuth page", ["/page"] * (count + warm), [], None),
+        ("f", "plain request, unregistered client", plain, [], None),
     ]
     for key, title, tokens in signed:
         gateway_jar, baseline_jar = jar_items("bench", tokens)
-        cases.append(
-            (key, title, [item["path"] for item in gateway_jar], [i["path"] for i in baseline_jar])
-        )
+        given: Requests = [item["path"] for item in baseline_jar]
+        cases.append((key, title, [item["path"] for item in gateway_jar], given, given))
+    if token_case is not None:
+        title, items = token_case
+        cases.append(("t", title, [*items["jargate"]], [*items["baseline"]], [*items["floor"]]))
     port = free_port()
 
-    def measure(args: list[str], port: int, lists: list[list[str]], env: Any = None) -> list[float]:
+    def measure(args: list[str], port: int, lists: list[Requests], env: Any = None) -> list[float]:
         return instructions.per_request(
             args, port, env, [(paths[:warm], paths[warm:]) for paths in lists], wait_port, ROOT
         )
@@ -402,23 +409,25 @@ def count_instructions(
     baseline = measure(
         [sys.executable, "bench/baseline.py", "--port", str(port), "--upstream", upstream],
         port,
-        [given or ours for _, _, ours, given in cases],
+        [given or ours for _, _, ours, given, _ in cases],
     )
     port = free_port()
-    floored = [given for _, _, _, given in cases if given is not None]
+    floored = [floors for _, _, _, _, floors in cases if floors is not None]
     floor = iter(
         measure(floor_command(port, upstream_port, redis_port, issuer, public_file), port, floored)
     )
     ours_counts = measure(
         [sys.executable, "-m", "proxy", "serve"],
         gateway_port,
-        [ours for _, _, ours, _ in cases],
+        [ours for _, _, ours, _, _ in cases],
         gateway_env,
     )
     rows = []
-    for (key, title, _, given), theirs, jargate in zip(cases, baseline, ours_counts, strict=True):
+    for (key, title, _, _, floors), theirs, jargate in zip(
+        cases, baseline, ours_counts, strict=True
+    ):
         row: dict[str, Any] = {"key": key, "title": title, "baseline": theirs}
-        if given is not None:
+        if floors is not None:
             row["floor"] = next(floor)
         row["jargate"] = jargate
         print(f"instructions per request ({key}): {row}", flush=True)
@@ -883,6 +892,9 @@ def main() -> int:
             print(f"half load ({key}) at {rate} rps: p99 ms by trial {item['trials']}", flush=True)
 
         phase_lines = run_phases({"token", "reload"})
+        # Codes for the callgrind phase's token exchange, while this jargate runs (they stay
+        # redeemable for the code lifetime, by any jargate on the same keys and Redis).
+        token_case = token_phase.instruction_case(rig, INSTRUCTION_REQUESTS + 150)
 
         print(f"[{time.monotonic() - started:.0f} s] workers ...", flush=True)
         # One worker, then two, back to back on (b) ES256 (disjoint objects).
@@ -930,6 +942,7 @@ def main() -> int:
             redis_port,
             issuer,
             public_file,
+            token_case,
         )
     finally:
         processes.stop_all()
@@ -988,7 +1001,9 @@ def instruction_lines(counted: list[dict[str, Any]]) -> list[str]:
         "1% from run to run. The request objects are signed just before they are played "
         "and a request counts only when accepted (a refusal costs less). baseline / jargate: "
         "as a throughput ratio would be if the proxy were the only cost; jargate / floor: "
-        f"the target is {FLOOR_INSTRUCTIONS_TARGET} or less for (b) and (c).",
+        f"the target is {FLOOR_INSTRUCTIONS_TARGET} or less for (b), (c) and (t) the token "
+        "exchange (jargate's codes obtained through it earlier, each redeemed once; the "
+        "floor's and the baseline's codes no proxy saw).",
         "",
         "| scenario | baseline | floor | jargate | baseline / jargate | jargate / floor | target |",
         "| --- | --- | --- | --- | --- | --- | --- |",
