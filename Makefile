@@ -45,10 +45,10 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz timeout $(FUZZ_SECONDS) $(BIN)/pytest -m fuzz -p no:randomly \
 		--hypothesis-show-statistics -q tests | tee .fuzz-report.txt | grep -E "passing|failing|passed|failed"
 
-# The load benchmark against the naive pass-through baseline and the floor (not part of
-# `make test`); writes bench/RESULTS.md. Bounded: each phase BENCH_SECONDS (3), the whole
-# run 15 minutes.
-bench: $(STAMP)
+# The load benchmark against the naive pass-through baseline, the floor and native
+# oidc-provider (its pinned copy in tests/interop; not part of `make test`); writes
+# bench/RESULTS.md. Bounded: each phase BENCH_SECONDS (3), the whole run 15 minutes.
+bench: $(STAMP) interop-deps
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	timeout 900 $(BIN)/python bench/run.py
 
