@@ -84,8 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _run_worker(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> None:
     metrics = Metrics()
     app = create_app(settings, registry=registry, keyring=keyring, metrics=metrics)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_serve(app, settings, metrics))
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_serve(app, settings, metrics))
+    except SettingsError as exc:  # what start-up learnt (the token path) that makes it unservable
+        raise CommandError(str(exc)) from None
     # Drained and closed: a repeated SIGTERM from now on must not turn a clean exit into a kill.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -102,6 +102,17 @@ async def test_serve_warns_when_the_upstream_does_not_answer() -> None:
     assert "the connection was refused" in logs
 
 
+def test_serve_refuses_a_token_path_that_is_another_owned_path() -> None:
+    """A token path that is another spelling of a path the gateway serves (here the
+    authorization path) cannot be guarded: `serve` exits 2 with one line naming it."""
+    port = str(free_port())
+    result = run("serve", **BASE, JARGATE_TOKEN_PATH="/Authorize", JARGATE_PORT=port)
+    assert 2 == result.returncode, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("jargate: the token path '/Authorize', from JARGATE_TOKEN_PATH,")
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

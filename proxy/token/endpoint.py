@@ -48,6 +48,7 @@ from proxy.request.client_auth import (
 )
 from proxy.request.params import AUTHORIZATION_PARAMETERS, RawParameters, read_form
 from proxy.routing import Route
+from proxy.settings import SettingsError
 
 log = logging.getLogger("jargate")
 
@@ -300,9 +301,21 @@ async def token_route_ctx(app: web.Application) -> AsyncIterator[None]:
         held.path = settings.token_path
     else:
         held.path = await _discovered_token_path(app)
-    app[appkeys.ROUTER].own(
-        held.path, Route(held.path, frozenset({"POST"}), token, back_channel=True)
-    )
+    try:
+        app[appkeys.ROUTER].own(
+            held.path, Route(held.path, frozenset({"POST"}), token, back_channel=True)
+        )
+    except ValueError:
+        source = (
+            "JARGATE_TOKEN_PATH"
+            if settings.token_path is not None
+            else "the upstream's discovery (its token_endpoint)"
+        )
+        raise SettingsError(
+            f"the token path {held.path!r}, from {source}, is another spelling of a path the "
+            "gateway serves itself (authorization, PAR, discovery, JWKS): set "
+            "JARGATE_TOKEN_PATH to the upstream's token endpoint"
+        ) from None
     yield
 
 
