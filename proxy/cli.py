@@ -103,13 +103,22 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _worker_process(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> None:
+    """One of JARGATE_WORKERS: what stops it at start is one line and exit 2, as for one."""
+    try:
+        _run_worker(settings, registry, keyring)
+    except CommandError as exc:
+        print(f"jargate: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _run_workers(settings: Settings, registry: ClientRegistry, keyring: Keyring) -> int:
     """JARGATE_WORKERS processes sharing the port (SO_REUSEPORT); the kernel spreads the
     connections. SIGTERM and SIGINT are passed on (each worker drains on its own), and
     SIGHUP (each worker reloads on its own)."""
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=_run_worker, args=(settings, registry, keyring), daemon=False)
+        context.Process(target=_worker_process, args=(settings, registry, keyring), daemon=False)
         for _ in range(settings.workers)
     ]
     for worker in workers:

@@ -102,14 +102,19 @@ async def test_serve_warns_when_the_upstream_does_not_answer() -> None:
     assert "the connection was refused" in logs
 
 
-def test_serve_refuses_a_token_path_that_is_another_owned_path() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_token_path_that_is_another_owned_path(workers: str) -> None:
     """A token path that is another spelling of a path the gateway serves (here the
-    authorization path) cannot be guarded: `serve` exits 2 with one line naming it."""
-    port = str(free_port())
-    result = run("serve", **BASE, JARGATE_TOKEN_PATH="/Authorize", JARGATE_PORT=port)
+    authorization path) cannot be guarded: `serve` exits 2 with one line naming it (each
+    worker's, with several)."""
+    env = {"JARGATE_TOKEN_PATH": "/Authorize", "JARGATE_PORT": str(free_port())}
+    if workers != "1":
+        env |= {"JARGATE_WORKERS": workers, "JARGATE_REDIS_URL": "redis://127.0.0.1:9/0"}
+    result = run("serve", **BASE, **env)
     assert 2 == result.returncode, result.stderr
-    (line,) = result.stderr.strip().splitlines()[-1:]
-    assert line.startswith("jargate: the token path '/Authorize', from JARGATE_TOKEN_PATH,")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("jargate: ")]
+    assert len(lines) == int(workers), result.stderr
+    assert lines[0].startswith("jargate: the token path '/Authorize', from JARGATE_TOKEN_PATH,")
     assert "Traceback" not in result.stderr
 
 
