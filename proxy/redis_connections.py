@@ -229,7 +229,7 @@ def sentinel_master(url: str, tls: bool, timeout: float) -> tuple[Sentinel, aior
     max_connections = int(query["max_connections"][0]) if "max_connections" in query else None
     # The master's commands are bounded by RedisStore's deadline; the Sentinels' own
     # queries (only when a connection is made) by their socket timeout.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         hosts,
         socket_timeout=None,
         socket_connect_timeout=timeout,
