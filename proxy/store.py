@@ -42,7 +42,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .errors import StoreUnavailable, TooManyPendingFlows
 from .latency import Latency, store_seconds
@@ -367,7 +367,8 @@ class RedisStore:
                 for command in commands:
                     pipeline.execute_command(*command)
                 return await pipeline.execute()
-        except (RedisError, OSError) as exc:
+        # A Cluster's own failures (no node reachable, a slot uncovered) are no RedisError.
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailable() from exc
         finally:
             self.latency.observe(time.perf_counter() - started, operation)
