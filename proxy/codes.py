@@ -27,7 +27,6 @@ import base64
 import binascii
 import json
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -48,8 +47,6 @@ _NONCE_BYTES = 12
 #: A sealed code longer than this is no code of the gateway's (no work spent on opening it);
 #: a code that would seal longer is recorded instead.
 MAX_SEALED_CHARS = 4096
-#: A sealed code's body: unpadded base64url, its one spelling (nothing skipped or translated).
-_SEALED_BODY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +70,10 @@ class DeliveredCode:
         return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str, *, sealed: bool = False) -> DeliveredCode:
+    def from_json(cls, text: str) -> DeliveredCode:
         """Parse the stored form."""
         stored: dict[str, Any] = json.loads(text)
-        return cls(**stored, sealed=sealed)
+        return cls(**stored)
 
 
 #: The stored form's fields in order (``dataclasses.asdict`` deep-copies each value: 5 times
@@ -84,11 +81,9 @@ class DeliveredCode:
 _FIELDS = tuple(field.name for field in fields(DeliveredCode) if field.name != "sealed")
 
 
-def codes_in(params: list[tuple[str, str]]) -> list[str]:
-    """The codes an authorization response carries (none in an error response)."""
-    if any(name == "error" for name, _ in params):
-        return []
-    return [value for name, value in params if name == "code" and value]
+def carries_code(params: list[tuple[str, str]]) -> bool:
+    """Whether an authorization response carries a ``code`` (then :func:`deliver_codes`)."""
+    return any(name == "code" for name, _ in params)
 
 
 def _record_of(flow: Flow, lifetime: float) -> DeliveredCode:
@@ -121,14 +116,14 @@ def open_sealed(keys: Sequence[AESGCM], presented: str) -> tuple[str, DeliveredC
     if not presented.startswith(SEALED_PREFIX) or len(presented) > MAX_SEALED_CHARS:
         return None
     body = presented[len(SEALED_PREFIX) :]
-    if not _SEALED_BODY.fullmatch(body):
-        return None
     try:
         sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         return None
     if _encoded(sealed) != body:
-        return None  # one spelling only: no other base64url of the same bytes is the code
+        # One spelling only: padding, skipped or standard-alphabet characters and set unused
+        # bits all decode to the same bytes, and none of them is the code.
+        return None
     nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
     for key in keys:
         try:
@@ -151,8 +146,12 @@ async def deliver_codes(
     lifetime: float,
 ) -> list[tuple[str, str]]:
     """The response parameters with each code sealed, or, in a response with an ID token,
-    unchanged and the codes' record stored for ``lifetime`` seconds in one round trip."""
-    codes = codes_in(params)
+    unchanged and the codes' record stored for ``lifetime`` seconds in one round trip. An
+    error response loses its codes (RFC 6749 section 4.1.2.1 has none; one would go
+    unguarded)."""
+    if any(name == "error" for name, _ in params):
+        return [(name, value) for name, value in params if name != "code"]
+    codes = [value for name, value in params if name == "code" and value]
     if not codes:
         return params
     record = _record_of(flow, lifetime)

@@ -11,6 +11,8 @@ import gzip
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
@@ -432,15 +434,24 @@ async def test_a_keys_name_and_metadata_do_not_change_its_codes(
     assert 200 == (await after.post("/token", data=web_form(code))).status
 
 
+@asynccontextmanager
+async def replicas(redis_url: str) -> AsyncIterator[tuple[Keyring, list[RedisStore]]]:
+    """Two replicas' stores on one Redis and the keys file they share; the stores closed after."""
+    stores = [RedisStore.from_url(redis_url), RedisStore.from_url(redis_url)]
+    try:
+        yield Keyring.throwaway(["ES256"]), stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
 # Finding 12: a sealed code's lifetime was the redeeming replica's policy: after a change
 # that lengthens it (a rolling update, a client's profile reloaded), a code redeemed under
 # the short lifetime outlived its claim and was redeemed again.
 async def test_a_redeemed_code_is_not_redeemed_again_under_a_longer_lifetime(
     aiohttp_client: AiohttpClient, blind: Legacy, clean_redis: str
 ) -> None:
-    keys = Keyring.throwaway(["ES256"])
-    stores = [RedisStore.from_url(clean_redis), RedisStore.from_url(clean_redis)]
-    try:
+    async with replicas(clean_redis) as (keys, stores):
         short = await gateway(aiohttp_client, blind, keys, stores[0], code_lifetime_seconds=1)
         longer = await gateway(aiohttp_client, blind, keys, stores[1])
         code = await code_for(short, "web")
@@ -449,28 +460,20 @@ async def test_a_redeemed_code_is_not_redeemed_again_under_a_longer_lifetime(
         await asyncio.sleep(2.3)  # the claim (its 1 s lifetime, less its age, plus 1 s) is gone
         response = await longer.post("/token", data=web_form(code))
         await refused(response, blind, "invalid_grant")
-    finally:
-        for store in stores:
-            await store.close()
 
 
 # What held: the same sealed code presented at two replicas at once is redeemed once.
 async def test_a_sealed_code_presented_at_two_replicas_at_once_is_redeemed_once(
     aiohttp_client: AiohttpClient, blind: Legacy, clean_redis: str
 ) -> None:
-    keys = Keyring.throwaway(["ES256"])
-    stores = [RedisStore.from_url(clean_redis), RedisStore.from_url(clean_redis)]
-    try:
-        replicas = [await gateway(aiohttp_client, blind, keys, store) for store in stores]
-        code = await code_for(replicas[0], "web")
+    async with replicas(clean_redis) as (keys, stores):
+        both = [await gateway(aiohttp_client, blind, keys, store) for store in stores]
+        code = await code_for(both[0], "web")
         answers = await asyncio.gather(
-            *(replica.post("/token", data=web_form(code)) for replica in replicas * 3)
+            *(replica.post("/token", data=web_form(code)) for replica in both * 3)
         )
         assert [200] == [a.status for a in answers if a.status == 200]
         assert 1 == len([r for r in seen(blind) if r.raw_path == "/token"])
-    finally:
-        for store in stores:
-            await store.close()
 
 
 # Finding 13: an error response that carries a code too (an upstream's quirk) went to the

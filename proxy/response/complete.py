@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.binding import browser_of, check_bound, presented
-from proxy.codes import codes_in, deliver_codes
+from proxy.codes import carries_code, deliver_codes
 from proxy.config import config_of
 from proxy.errors import InvalidRequest, UpstreamRedirectMismatch, UpstreamUncheckable
 from proxy.flows import Destination, Flow, PendingFlow, store_pending, take_flow
@@ -86,10 +86,7 @@ async def complete(
     params = response_params(exit_.target, exit_.query, exit_.extra, flow.redirect_uri)
     if params is None:
         raise UpstreamRedirectMismatch()
-    if any(name == "error" for name, _ in params):
-        # RFC 6749 section 4.1.2.1: an error response has no code (one would go unguarded).
-        params = [(name, value) for name, value in params if name != "code"]
-    elif codes_in(params):
+    if carries_code(params):
         # The token endpoint redeems only codes it delivered (proxy/token).
         lifetime = policy_of(settings, registry.get(flow.client_id)).code_lifetime
         keys = config_of(request).keyring.code_keys

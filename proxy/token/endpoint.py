@@ -115,22 +115,21 @@ async def token(request: web.Request) -> web.StreamResponse:
             "the password grant is not allowed (FAPI 2.0)", rule="fapi2.grant_type"
         )
     added: list[tuple[str, str]] = []
-    upstream_code = None
+    unsealed = False
     # A code is checked whatever grant_type says: a server may read it under any.
     if grant == "authorization_code" or "code" in form:
         added, upstream_code = await _redeem_code(request, form, client, policy)
-    if upstream_code is not None and upstream_code != form["code"]:
+        # A sealed code goes upstream as the code the upstream made; a recorded one as sent.
+        unsealed = upstream_code != form["code"]
         pairs = [(n, upstream_code if n == "code" else v) for n, v in pairs]
-    else:
-        upstream_code = None  # the code goes upstream as sent (it was recorded, not sealed)
     decide(request, client.client_id, "accepted", "none", "token")
     if not translated:
-        if upstream_code is None:
+        if unsealed:
+            body = urlencode(pairs + added).encode("ascii")
+        else:
             body = await read_request_body(request)
             if added:
                 body += b"&" + urlencode(added).encode("ascii")
-        else:
-            body = urlencode(pairs + added).encode("ascii")
         return await _send(request, body)
     kept = [(name, value) for name, value in pairs if name not in AUTHENTICATION_PARAMETERS]
     body, authorization = _upstream_authentication(kept + added, client)
@@ -166,9 +165,9 @@ async def _refuse_registered_code(request: web.Request, form: dict[str, str]) ->
     code = form.get("code")
     if not code:
         return
-    keys = config_of(request).keyring.code_keys
-    found = await delivered_code(request.app[appkeys.STORE], keys, code)
-    if found is not None and config_of(request).registry.get(found[1].client_id) is not None:
+    config = config_of(request)
+    found = await delivered_code(request.app[appkeys.STORE], config.keyring.code_keys, code)
+    if found is not None and config.registry.get(found[1].client_id) is not None:
         raise InvalidGrant(
             "the code is unknown, expired or not this client's", rule="token.code_client"
         )
